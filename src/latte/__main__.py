@@ -1,0 +1,5 @@
+import sys
+
+from latte.cli.main import main
+
+sys.exit(main())
