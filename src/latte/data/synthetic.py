@@ -1,0 +1,212 @@
+"""A procedural video domain: one coloured shape moving on a plain background, with a caption.
+
+It is the training set of the shipped default model (`latte/assets/latte-shapes`) and the ground truth of
+the prompt-adherence analyser (`latte.evaluation.adherence`). Every clip is a pure function of
+(seed, index), so the data set needs no files and two processes always see the same clips.
+
+Attributes a caption names, each read back from the frames by the analyser:
+  colour (COLORS) x shape (SHAPES) x motion (MOTIONS); background and size are named in some captions.
+A fixed set of colour x shape x motion combinations (HELDOUT) never appears in the "train" split, so
+prompt adherence can be measured on combinations the model has not seen.
+"""
+
+import itertools
+import math
+
+import torch
+from torch.utils.data import Dataset
+
+# Saturated colours, far apart in RGB so that a decoded frame is still classified by the nearest colour.
+COLORS: dict[str, tuple[float, float, float]] = {
+    "red": (0.90, 0.10, 0.10),
+    "green": (0.10, 0.80, 0.15),
+    "blue": (0.12, 0.25, 0.95),
+    "yellow": (0.95, 0.85, 0.10),
+    "purple": (0.60, 0.15, 0.85),
+    "cyan": (0.10, 0.85, 0.90),
+}
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+MOTIONS: tuple[str, ...] = ("left", "right", "up", "down", "grow")
+BACKGROUNDS: dict[str, tuple[float, float, float]] = {
+    "black": (0.0, 0.0, 0.0),
+    "gray": (0.45, 0.45, 0.45),
+    "white": (0.95, 0.95, 0.95),
+}
+SIZES: tuple[str, ...] = ("small", "large")
+
+# Combinations never shown in training: every colour, shape and motion still appears in other combinations.
+HELDOUT: tuple[tuple[str, str, str], ...] = (
+    ("red", "triangle", "up"),
+    ("red", "square", "grow"),
+    ("green", "circle", "right"),
+    ("green", "triangle", "down"),
+    ("blue", "square", "down"),
+    ("yellow", "circle", "grow"),
+    ("purple", "triangle", "left"),
+    ("cyan", "square", "up"),
+)
+SPLITS = ("train", "heldout", "all")
+
+# Geometry in pixels at the reference size of 64 px; scaled linearly for other sizes.
+_REF_SIZE = 64
+_RADIUS = {"small": 7.0, "large": 10.0}  # half-extent of a moving shape
+_GROW_RADIUS = (5.0, 13.0)  # a growing shape goes from the first to the second half-extent
+_TRAVEL = (20.0, 28.0)  # distance a moving shape covers over the clip (uniform in this range)
+_MARGIN = 2.0  # pixels kept free between the shape and the frame border
+
+_MOTION_PHRASES = {
+    "left": ("moving left", "slides to the left", "moves to the left", "drifting left"),
+    "right": ("moving right", "slides to the right", "moves to the right", "drifting right"),
+    "up": ("moving up", "slides upward", "moves up", "rising"),
+    "down": ("moving down", "slides downward", "moves down", "falling"),
+    "grow": ("growing", "grows bigger", "getting larger", "expanding"),
+}
+_TEMPLATES = (
+    "a {color} {shape} {motion}",
+    "a {size} {color} {shape} {motion}",
+    "a {color} {shape} {motion} on a {background} background",
+    "a {size} {color} {shape} {motion} on a {background} background",
+)
+
+
+def label_of(color: str, shape: str, motion: str) -> int:
+    """Class index of a colour x shape x motion: (colour * #shapes + shape) * #motions + motion."""
+    for value, allowed in ((color, COLORS), (shape, SHAPES), (motion, MOTIONS)):
+        if value not in allowed:
+            raise ValueError(f"unknown attribute {value!r}; allowed: {', '.join(allowed)}")
+    c, s, m = list(COLORS).index(color), SHAPES.index(shape), MOTIONS.index(motion)
+    return (c * len(SHAPES) + s) * len(MOTIONS) + m
+
+
+def combinations(split: str = "all") -> list[tuple[str, str, str]]:
+    """The (colour, shape, motion) triples of a split, in label order."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
+    combos = list(itertools.product(COLORS, SHAPES, MOTIONS))
+    if split == "train":
+        return [c for c in combos if c not in HELDOUT]
+    if split == "heldout":
+        return list(HELDOUT)
+    return combos
+
+
+def caption(color: str, shape: str, motion: str, size: str | None = None, background: str = "black",
+            template: int = 0, phrase: int = 0) -> str:
+    """One phrasing of a clip's description, e.g.
+    "a small blue square slides to the right on a black background".
+
+    `size=None` drops the size word (a growing shape has no one size).
+    """
+    label_of(color, shape, motion)  # validates the attributes
+    text = _TEMPLATES[template % len(_TEMPLATES)]
+    if size is None:
+        text = text.replace("{size} ", "")
+    return text.format(
+        color=color, shape=shape, size=size, background=background,
+        motion=_MOTION_PHRASES[motion][phrase % len(_MOTION_PHRASES[motion])],
+    )
+
+
+def all_captions() -> list[str]:
+    """Every caption the domain can produce (the tokenizer's training corpus)."""
+    return sorted({
+        caption(c, s, m, size, bg, t, p)
+        for c, s, m in combinations("all") for size in (*SIZES, None) for bg in BACKGROUNDS
+        for t in range(len(_TEMPLATES)) for p in range(len(_MOTION_PHRASES[m]))
+    })
+
+
+def _coverage(shape: str, cx: torch.Tensor, cy: torch.Tensor, r: torch.Tensor, size: int) -> torch.Tensor:
+    """Anti-aliased alpha (F, H, W) in [0, 1] of a shape centred at (cx, cy), half-extent r (each (F,))."""
+    grid = torch.arange(size, dtype=torch.float32) + 0.5  # pixel centres
+    x = grid.view(1, 1, size) - cx.view(-1, 1, 1)  # (F, 1, W)
+    y = grid.view(1, size, 1) - cy.view(-1, 1, 1)  # (F, H, 1)
+    r = r.view(-1, 1, 1)
+    if shape == "circle":
+        sdf = torch.sqrt(x**2 + y**2) - r
+    elif shape == "square":
+        sdf = torch.maximum(x.abs(), y.abs()) - 0.9 * r  # 0.9: about the same area as the circle
+    elif shape == "triangle":
+        # Equilateral, apex up, circumradius R: inside when all three edge half-planes are (y grows downward).
+        big_r = 1.25 * r
+        s, c = math.sin(math.pi / 6), math.cos(math.pi / 6)
+        sdf = torch.maximum(y - big_r * s, torch.maximum(-c * x - s * y, c * x - s * y) - big_r * s)
+    else:
+        raise ValueError(f"unknown shape {shape!r}; allowed: {', '.join(SHAPES)}")
+    return (0.5 - sdf).clamp(0, 1)  # one-pixel soft edge: partial coverage on the boundary
+
+
+def render_clip(color: str, shape: str, motion: str, background: str = "black", num_frames: int = 16,
+                size: int = 64, shape_size: str = "small", start: tuple[float, float] = (0.5, 0.5),
+                travel: float = 24.0) -> torch.Tensor:
+    """Draw one clip as a float tensor (3, F, H, W) in [-1, 1].
+
+    `start` is the shape centre in the first frame as fractions of the range that keeps the whole path
+    inside the frame (0.5, 0.5 = as central as possible); `travel` is the path length in reference pixels
+    (64-px frame), ignored for "grow", which stays put and scales from 5 to 13 reference pixels.
+    """
+    label_of(color, shape, motion)
+    if background not in BACKGROUNDS:
+        raise ValueError(f"unknown background {background!r}; allowed: {', '.join(BACKGROUNDS)}")
+    if shape_size not in SIZES:
+        raise ValueError(f"unknown size {shape_size!r}; allowed: {', '.join(SIZES)}")
+    if num_frames < 2 or size < 16:
+        raise ValueError(f"need num_frames >= 2 and size >= 16, got num_frames={num_frames}, size={size}")
+    scale = size / _REF_SIZE
+    progress = torch.linspace(0, 1, num_frames)  # (F,)
+    if motion == "grow":
+        r0, r1 = (v * scale for v in _GROW_RADIUS)
+        radius = r0 + (r1 - r0) * progress
+        dx = dy = torch.zeros(num_frames)
+        reach = 1.25 * r1 + _MARGIN * scale  # the final (largest) shape must fit
+    else:
+        radius = torch.full((num_frames,), _RADIUS[shape_size] * scale)
+        step = travel * scale * progress
+        dx = {"left": -step, "right": step}.get(motion, torch.zeros(num_frames))
+        dy = {"up": -step, "down": step}.get(motion, torch.zeros(num_frames))
+        reach = 1.25 * radius[0] + _MARGIN * scale
+    # The first centre lies where the path's whole extent stays within [reach, size - reach].
+    lo_x, hi_x = reach - float(dx.min()), size - reach - float(dx.max())
+    lo_y, hi_y = reach - float(dy.min()), size - reach - float(dy.max())
+    cx = lo_x + start[0] * (hi_x - lo_x) + dx
+    cy = lo_y + start[1] * (hi_y - lo_y) + dy
+    alpha = _coverage(shape, cx, cy, radius, size).unsqueeze(0)  # (1, F, H, W)
+    fg = torch.tensor(COLORS[color]).view(3, 1, 1, 1)
+    bg = torch.tensor(BACKGROUNDS[background]).view(3, 1, 1, 1)
+    frames = bg + (fg - bg) * alpha  # (3, F, H, W) in [0, 1]
+    return frames * 2 - 1
+
+
+class SyntheticShapes(Dataset):
+    """`num_samples` captioned clips of one split; item i depends only on (seed, i).
+
+    Items are {"video": (3, F, H, W) float in [-1, 1], "caption": str, "label": int (see `label_of`)}.
+    """
+
+    def __init__(self, num_samples: int, num_frames: int = 16, size: int = 64, seed: int = 0,
+                 split: str = "train"):
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        self.combos = combinations(split)
+        self.num_samples, self.num_frames, self.size, self.seed, self.split = (
+            num_samples, num_frames, size, seed, split)
+        render_clip("red", "circle", "left", num_frames=num_frames, size=size)  # fail early on bad sizes
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"index {index} out of range for {self.num_samples} samples")
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        pick = lambda n: int(torch.randint(n, (1,), generator=g))  # noqa: E731
+        color, shape, motion = self.combos[pick(len(self.combos))]
+        background = list(BACKGROUNDS)[pick(len(BACKGROUNDS))]
+        shape_size = SIZES[pick(len(SIZES))]
+        start = tuple(torch.rand(2, generator=g).tolist())
+        travel = _TRAVEL[0] + (_TRAVEL[1] - _TRAVEL[0]) * float(torch.rand(1, generator=g))
+        video = render_clip(color, shape, motion, background, self.num_frames, self.size, shape_size,
+                            start, travel)
+        named_size = None if motion == "grow" else shape_size
+        text = caption(color, shape, motion, named_size, background, pick(len(_TEMPLATES)), pick(4))
+        return {"video": video, "caption": text, "label": label_of(color, shape, motion)}
