@@ -1,0 +1,148 @@
+"""T5 text conditioning for Latte-1: loading the tokenizer and encoder, 120-token prompt encoding, and
+training a small sentencepiece tokenizer for tiny models.
+
+The prompt preprocessing follows diffusers' `LattePipeline` without the optional bs4/ftfy caption cleaning:
+lower-case and strip, pad/truncate to exactly `max_length` tokens with the closing `</s>`.
+"""
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from latte.models.io import atomic_write
+
+logger = logging.getLogger(__name__)
+
+MAX_TEXT_TOKENS = 120  # Latte-1 / PixArt-alpha token budget per prompt
+TOKENIZER_CLASSES = ("T5Tokenizer", "T5TokenizerFast")
+# T5's fixed special ids; the sentencepiece model we train uses the same layout so T5Tokenizer reads it as is.
+PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
+
+
+def preprocess_prompt(prompt: str) -> str:
+    """The text Latte-1 sees: lower-cased and stripped (diffusers' behaviour without bs4/ftfy)."""
+    return prompt.lower().strip()
+
+
+def check_prompts(prompts) -> list[str]:
+    """A prompt or a list of prompts as a list of strings; anything else is a clear error."""
+    if isinstance(prompts, str):
+        return [prompts]
+    if isinstance(prompts, (list, tuple)) and prompts and all(isinstance(p, str) for p in prompts):
+        return list(prompts)
+    raise ValueError(
+        f"prompt must be a string or a non-empty list of strings, got {type(prompts).__name__}: "
+        f"{prompts!r:.80}"
+    )
+
+
+def load_text_components(folder: str | os.PathLike, torch_dtype: torch.dtype | None = None):
+    """(tokenizer, text_encoder) from a model folder's `tokenizer/` and `text_encoder/` subfolders."""
+    from transformers import T5EncoderModel, T5Tokenizer
+
+    folder = Path(folder)
+    tok_dir, enc_dir = folder / "tokenizer", folder / "text_encoder"
+    for sub in (tok_dir, enc_dir):
+        if not sub.is_dir():
+            raise FileNotFoundError(
+                f"missing folder {sub}: a Latte-1 model folder has tokenizer/ and text_encoder/"
+            )
+    tokenizer = load_tokenizer(tok_dir, T5Tokenizer)
+    return tokenizer, load_text_encoder(enc_dir, T5EncoderModel, torch_dtype)
+
+
+def load_tokenizer(folder: Path, cls):
+    if not any((folder / name).is_file() for name in ("tokenizer.json", "spiece.model")):
+        raise FileNotFoundError(f"no tokenizer in {folder}: expected tokenizer.json or spiece.model")
+    try:
+        return cls.from_pretrained(str(folder))
+    except (OSError, ValueError, ImportError, RuntimeError) as err:
+        hint = " (reading spiece.model needs `pip install protobuf`)" if "protobuf" in str(err) else ""
+        raise ValueError(f"cannot load the tokenizer in {folder}{hint}: {err}") from err
+
+
+def load_text_encoder(folder: Path, cls, torch_dtype: torch.dtype | None = None):
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"missing file {folder / 'config.json'}")
+    try:
+        return cls.from_pretrained(str(folder), dtype=torch_dtype).eval()
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ValueError(f"cannot load the text encoder in {folder}: {err}") from err
+
+
+@torch.no_grad()
+def encode_text(
+    tokenizer,
+    text_encoder,
+    prompts: str | list[str],
+    max_length: int = MAX_TEXT_TOKENS,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """T5 features of `prompts` -> (embeds (B, max_length, C) float, mask (B, max_length) long, 1 = real
+    token).
+
+    Padded positions keep the encoder's output (not zeroed): Latte-1's batch-1 recipe attends to the first k
+    positions of the negative prompt, pads included, so those values matter.
+    """
+    prompts = [preprocess_prompt(p) for p in check_prompts(prompts)]
+    tokens = tokenizer(
+        prompts,
+        padding="max_length",
+        max_length=max_length,
+        truncation=True,
+        add_special_tokens=True,
+        return_attention_mask=True,
+        return_tensors="pt",
+    )
+    untruncated = tokenizer(prompts, add_special_tokens=True)["input_ids"]
+    for prompt, ids in zip(prompts, untruncated, strict=False):
+        if len(ids) > max_length:
+            logger.warning("prompt truncated to %d tokens: %r", max_length, prompt)
+    device = text_encoder.device if device is None else device
+    mask = tokens.attention_mask.to(device)
+    embeds = text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0]  # (B, L, C)
+    return embeds, mask.long()
+
+
+def train_tokenizer(texts: Iterable[str], folder: str | os.PathLike, vocab_size: int = 256):
+    """Train a sentencepiece unigram model on `texts` (lower-cased like prompts) and save it as a T5 tokenizer
+    folder (`tokenizer.json`, `tokenizer_config.json` and the raw `spiece.model`). Returns the tokenizer.
+
+    The model uses T5's ids (<pad> 0, </s> 1, <unk> 2) and no text normalisation, so the tokenizers-backed
+    T5Tokenizer built from its pieces splits text exactly as sentencepiece does. `vocab_size` is a ceiling:
+    a small corpus yields fewer pieces.
+    """
+    import io
+
+    import sentencepiece as spm
+    from transformers import T5Tokenizer
+
+    texts = [preprocess_prompt(t) for t in texts]
+    if not texts:
+        raise ValueError("train_tokenizer needs at least one text")
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        pad_id=PAD_ID,
+        eos_id=EOS_ID,
+        unk_id=UNK_ID,
+        bos_id=-1,
+        hard_vocab_limit=False,
+        normalization_rule_name="identity",
+        character_coverage=1.0,
+        minloglevel=2,
+    )
+    processor = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    pieces = [(processor.id_to_piece(i), processor.get_score(i)) for i in range(processor.get_piece_size())]
+    tokenizer = T5Tokenizer(vocab=pieces, extra_ids=0)
+    folder = Path(folder)
+    tokenizer.save_pretrained(str(folder))
+    # The raw model too, for tokenizer versions that read spiece.model.
+    atomic_write(folder / "spiece.model", lambda tmp: Path(tmp).write_bytes(model.getvalue()))
+    return tokenizer

@@ -1,0 +1,156 @@
+"""Tiny Latte-1-shaped components for CPU tests, built offline in a second or two.
+
+    components = build_tiny_components(seed=0)          # dict for LattePipeline(**components)
+    folder = build_tiny_pipeline_folder(tmp_path / "m")  # the same, saved in the diffusers layout
+
+Sizes: T5 encoder width 32 (2 layers), sentencepiece tokenizer trained on TINY_CORPUS, AutoencoderKL with 4
+levels (spatial factor 8, like the SD VAE) and 8-16 channels, transformer 2 x (spatial, temporal) blocks of
+width 64, patch 2, sample_size 8 (so 64 x 64 pixels by default), 8 output channels (learned sigma), DDIM
+scheduler with Latte-1's published config (`variance_type: learned_range`).
+"""
+
+import functools
+import tempfile
+from pathlib import Path
+
+import torch
+
+TEXT_WIDTH = 32
+TINY_CORPUS = [
+    "a red circle moves left",
+    "a blue square moves right",
+    "a green triangle bounces up and down",
+    "a yellow star spins slowly",
+    "the cat plays piano in the desert",
+    "a small cactus with a happy face",
+    "waves crash on a rocky beach at sunset",
+    "a purple hexagon zooms in",
+    "two dogs run across a field",
+]
+# diffusers' LatteTransformer3DModel config keys; also our LatteT2VConfig.
+TINY_TRANSFORMER = dict(
+    num_attention_heads=2,
+    attention_head_dim=32,
+    in_channels=4,
+    out_channels=8,
+    num_layers=2,
+    cross_attention_dim=64,
+    attention_bias=True,
+    sample_size=8,
+    patch_size=2,
+    activation_fn="gelu-approximate",
+    num_embeds_ada_norm=1000,
+    norm_type="ada_norm_single",
+    norm_elementwise_affine=False,
+    norm_eps=1e-6,
+    caption_channels=TEXT_WIDTH,
+)
+# Latte-1's published scheduler_config.json (DDIM revision).
+LATTE1_SCHEDULER = dict(
+    _class_name="DDIMScheduler",
+    beta_start=0.0001,
+    beta_end=0.02,
+    beta_schedule="linear",
+    clip_sample=False,
+    num_train_timesteps=1000,
+    prediction_type="epsilon",
+    steps_offset=0,
+    timestep_spacing="leading",
+    variance_type="learned_range",
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _tokenizer_folder() -> Path:
+    """Train the tiny sentencepiece tokenizer once per process."""
+    from latte.models.text_encoder import train_tokenizer
+
+    folder = Path(tempfile.mkdtemp(prefix="latte-tiny-tokenizer-"))
+    train_tokenizer(TINY_CORPUS, folder, vocab_size=96)
+    return folder
+
+
+def tiny_tokenizer():
+    from transformers import T5Tokenizer
+
+    return T5Tokenizer.from_pretrained(str(_tokenizer_folder()))
+
+
+def tiny_text_encoder(vocab_size: int, seed: int = 0):
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    config = T5Config(
+        vocab_size=vocab_size,
+        d_model=TEXT_WIDTH,
+        d_kv=8,
+        num_heads=4,
+        num_layers=2,
+        d_ff=64,
+        feed_forward_proj="gated-gelu",
+        relative_attention_num_buckets=8,
+        dropout_rate=0.0,
+        is_encoder_decoder=False,
+        use_cache=False,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    return T5EncoderModel(config).eval()
+
+
+def tiny_vae(seed: int = 0):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=64,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16),
+    ).eval()
+
+
+def tiny_transformer(seed: int = 0, **overrides):
+    """Our transformer with random weights at a scale that keeps every path (gates, text, time) active."""
+    from latte.models.latte_t2v import LatteT2VConfig, LatteT2VTransformer
+
+    torch.manual_seed(seed)
+    model = LatteT2VTransformer(LatteT2VConfig(**{**TINY_TRANSFORMER, **overrides})).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.1)
+    return model
+
+
+def tiny_scheduler(name: str = "DDIMScheduler", **overrides):
+    import diffusers
+
+    return getattr(diffusers, name).from_config({**LATTE1_SCHEDULER, **overrides})
+
+
+def build_tiny_components(seed: int = 0, scheduler: str = "DDIMScheduler", **transformer_overrides) -> dict:
+    """tokenizer, text_encoder, vae, transformer, scheduler: `LattePipeline(**build_tiny_components())`."""
+    tokenizer = tiny_tokenizer()
+    return dict(
+        tokenizer=tokenizer,
+        text_encoder=tiny_text_encoder(len(tokenizer), seed),
+        vae=tiny_vae(seed),
+        transformer=tiny_transformer(seed, **transformer_overrides),
+        scheduler=tiny_scheduler(scheduler),
+    )
+
+
+def build_tiny_pipeline_folder(
+    path, seed: int = 0, scheduler: str = "DDIMScheduler", **transformer_overrides
+) -> Path:
+    """The tiny components saved as a diffusers-layout model folder at `path`; returns the folder."""
+    from latte.pipelines import LattePipeline
+
+    return LattePipeline(**build_tiny_components(seed, scheduler, **transformer_overrides)).save_pretrained(
+        path
+    )
