@@ -106,6 +106,24 @@ class Transformer3DOutput:
     sample: torch.Tensor  # (B, C_out, F, H, W)
 
 
+@dataclass
+class TextContext:
+    """The prompt-only work of a generation, from `LatteT2VTransformer.prepare_text`: computed once, reused at
+    every denoising step (the text never changes between steps)."""
+
+    keys_values: list[tuple[torch.Tensor, torch.Tensor]]  # per spatial block: cross-attention K, V (B, L, D) each
+    mask: torch.Tensor | None  # SDPA mask (B, 1, 1, L): bool keep-mask or additive bias; None = attend to all
+
+    @property
+    def batch_size(self) -> int:
+        return self.keys_values[0][0].shape[0]
+
+    def select(self, index: slice | torch.Tensor) -> "TextContext":
+        """The context of a sub-batch (e.g. one half of a classifier-free-guidance batch)."""
+        mask = None if self.mask is None else self.mask[index]
+        return TextContext([(k[index], v[index]) for k, v in self.keys_values], mask)
+
+
 #################################################################################
 #                          Embedding and conditioning                           #
 #################################################################################
@@ -184,9 +202,14 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(context_dim or width, inner, bias=bias)
         self.to_out = nn.ModuleList([nn.Linear(inner, width), nn.Dropout(dropout)])
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None):
-        context = x if context is None else context
-        out = attention(self.to_q(x), self.to_k(context), self.to_v(context), self.heads, mask)
+    def project_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.to_k(context), self.to_v(context)  # (B, L, H*Dh) each
+
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+                mask: torch.Tensor | None = None):
+        """Self-attention over `x` (B, S, D), or cross-attention to precomputed keys/values `kv` (B, L, H*Dh)."""
+        k, v = self.project_kv(x) if kv is None else kv
+        out = attention(self.to_q(x), k, v, self.heads, mask)
         return self.to_out[1](self.to_out[0](out))
 
 
@@ -213,7 +236,8 @@ class LatteT2VBlock(nn.Module):
         self.ff = FeedForward(d, dropout=c.dropout, approximate=_ACTIVATIONS[c.activation_fn])
         self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d**0.5)
 
-    def forward(self, x: torch.Tensor, t6: torch.Tensor, group_len: int, text: torch.Tensor | None = None,
+    def forward(self, x: torch.Tensor, t6: torch.Tensor, group_len: int,
+                text_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
                 text_mask: torch.Tensor | None = None) -> torch.Tensor:
         b, s, d = x.shape
         mods = self.scale_shift_table[None] + t6.reshape(b, 6, d)  # (B, 6, D)
@@ -223,7 +247,7 @@ class LatteT2VBlock(nn.Module):
         x = x + gate_msa * self.attn1(h).reshape(b, s, d)
         if self.attn2 is not None:
             # Every query of a video sees the same text, so one (B, S) x (B, L) attention equals the per-frame one.
-            x = x + self.attn2(x, text, text_mask)
+            x = x + self.attn2(x, text_kv, text_mask)
         x = x + gate_mlp * self.ff(modulate(self.norm2(x), shift_mlp, scale_mlp))
         return x
 
@@ -297,19 +321,37 @@ class LatteT2VTransformer(nn.Module):
                 f"latent height and width ({height} x {width}) must be multiples of patch_size={c.patch_size}"
             )
 
+    def prepare_text(self, encoder_hidden_states: torch.Tensor,
+                     encoder_attention_mask: torch.Tensor | None = None) -> TextContext:
+        """Everything that depends only on the prompt: the caption projection and every spatial block's
+        cross-attention keys and values. Compute it once per generation and pass it to `forward` in place of
+        `encoder_hidden_states`; diffusers redoes this work at every step (and the K/V once per frame)."""
+        if encoder_hidden_states.ndim != 3 or encoder_hidden_states.shape[-1] != self.config.caption_channels:
+            raise ValueError(
+                f"encoder_hidden_states must be (batch, tokens, {self.config.caption_channels}), "
+                f"got {tuple(encoder_hidden_states.shape)}"
+            )
+        text = self.caption_projection(encoder_hidden_states.to(self.dtype))  # (B, L, D)
+        keys_values = [block.attn2.project_kv(text) for block in self.transformer_blocks]  # (B, L, D) each
+        return TextContext(keys_values, self._text_mask(encoder_attention_mask, text.shape[0], text.dtype))
+
     def forward(
         self,
         hidden_states: torch.Tensor,
         timestep: torch.Tensor | int,
-        encoder_hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | TextContext,
         encoder_attention_mask: torch.Tensor | None = None,
         enable_temporal_attentions: bool = True,
         return_dict: bool = True,
+        sample_channels: int | None = None,
     ):
         """Predict noise (and variance values) for latents `hidden_states` (B, C, F, H, W).
 
-        `timestep`: (B,), a single value or an int. `encoder_hidden_states`: (B, L, caption_channels).
+        `timestep`: (B,), a single value or an int. `encoder_hidden_states`: (B, L, caption_channels), or the
+        `TextContext` from `prepare_text` (then the mask is already inside it).
         `encoder_attention_mask`: (B, L) with 1/True = attend, 0/False = ignore, or an additive bias (B, 1, L).
+        `sample_channels`: compute only the first k output channels (e.g. the 4 epsilon channels when the
+        scheduler does not use the learned variance); default all.
         Returns `Transformer3DOutput(sample=(B, C_out, F, H, W))`, or a 1-tuple when `return_dict=False`.
         """
         c = self.config
@@ -320,23 +362,27 @@ class LatteT2VTransformer(nn.Module):
         timestep = torch.as_tensor(timestep, device=hidden_states.device).reshape(-1)
         if timestep.numel() == 1:
             timestep = timestep.expand(b)
-        if encoder_hidden_states.ndim != 3 or encoder_hidden_states.shape[0] != b:
-            raise ValueError(
-                f"encoder_hidden_states must be (batch={b}, tokens, {c.caption_channels}), "
-                f"got {tuple(encoder_hidden_states.shape)}"
-            )
+        if isinstance(encoder_hidden_states, TextContext):
+            if encoder_attention_mask is not None:
+                raise ValueError("encoder_attention_mask must be None with a TextContext: prepare_text took the mask")
+            context = encoder_hidden_states
+        else:
+            context = self.prepare_text(encoder_hidden_states, encoder_attention_mask)
+        if context.batch_size != b:
+            raise ValueError(f"the text has batch size {context.batch_size}, the latents {b}")
+        out_channels = c.output_channels if sample_channels is None else sample_channels
+        if not 1 <= out_channels <= c.output_channels:
+            raise ValueError(f"sample_channels={sample_channels} must be in 1..{c.output_channels}")
 
         x = rearrange(hidden_states.to(dtype), "b c f h w -> (b f) c h w")
         x = self.pos_embed(x)  # (B*F, N, D)
         x = (x + self.spatial_table(grid_h, grid_w, x.device)).to(dtype)
         x = rearrange(x, "(b f) n d -> b (f n) d", b=b)  # spatial order: frame-major
         emb, t6 = self.adaln_single(timestep, dtype)  # (B, D), (B, 6D)
-        text = self.caption_projection(encoder_hidden_states.to(dtype))  # (B, L, D)
-        text_mask = self._text_mask(encoder_attention_mask, b, text.dtype)
         n = grid_h * grid_w
 
         for i, (spatial, temporal) in enumerate(zip(self.transformer_blocks, self.temporal_transformer_blocks)):
-            x = self._run(spatial, x, t6, n, text, text_mask)
+            x = self._run(spatial, x, t6, n, context.keys_values[i], context.mask)
             if enable_temporal_attentions:
                 x = rearrange(x, "b (f n) d -> b (n f) d", f=frames)  # patch-major
                 if i == 0 and frames > 1:
@@ -345,14 +391,23 @@ class LatteT2VTransformer(nn.Module):
                 x = rearrange(x, "b (n f) d -> b (f n) d", f=frames)
 
         shift, scale = (self.scale_shift_table[None] + emb[:, None]).chunk(2, dim=1)  # (B, 1, D) each
-        x = self.proj_out(modulate(self.norm_out(x), shift, scale))  # (B, F*N, p*p*C_out)
+        x = self._project_out(modulate(self.norm_out(x), shift, scale), out_channels)  # (B, F*N, p*p*k)
         out = rearrange(x, "b (f h w) (p q c) -> b c f (h p) (w q)", f=frames, h=grid_h, p=p, q=p)
         return Transformer3DOutput(sample=out) if return_dict else (out,)
 
-    def _run(self, block: LatteT2VBlock, x, t6, group_len, text=None, text_mask=None):
+    def _project_out(self, x: torch.Tensor, channels: int) -> torch.Tensor:
+        """`proj_out` restricted to the output rows of the first `channels` channels (feature order [p][q][c])."""
+        if channels == self.config.output_channels:
+            return self.proj_out(x)
+        d, pp = self.config.width, self.config.patch_size**2
+        weight = self.proj_out.weight.view(pp, -1, d)[:, :channels].reshape(pp * channels, d)
+        bias = self.proj_out.bias.view(pp, -1)[:, :channels].reshape(-1)
+        return F.linear(x, weight, bias)
+
+    def _run(self, block: LatteT2VBlock, x, t6, group_len, text_kv=None, text_mask=None):
         if self.gradient_checkpointing and torch.is_grad_enabled():
-            return checkpoint(block, x, t6, group_len, text, text_mask, use_reentrant=False)
-        return block(x, t6, group_len, text, text_mask)
+            return checkpoint(block, x, t6, group_len, text_kv, text_mask, use_reentrant=False)
+        return block(x, t6, group_len, text_kv, text_mask)
 
     @staticmethod
     def _text_mask(mask: torch.Tensor | None, batch: int, dtype: torch.dtype) -> torch.Tensor | None:
