@@ -8,6 +8,7 @@ import sys
 # Each module defines `register(subparsers)`, adding its sub-command(s) with `set_defaults(run=fn)`.
 COMMAND_MODULES = [
     "latte.cli.generate",
+    "latte.cli.train",
 ]
 
 

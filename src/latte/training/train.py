@@ -1,0 +1,562 @@
+"""`train(cfg)`: the Latte trainer, read top to bottom.
+
+One process or many (`torchrun --nproc_per_node K -m latte train CONFIG`): DDP or FSDP, rank 0 alone logs
+and writes. Data order and every random draw of a sample (timestep, noise, posterior draw, caption dropout)
+come from (seed, global sample position), so a run resumed from a checkpoint, or run on another number of
+processes with the same global batch, sees exactly the same samples and noise.
+"""
+
+import contextlib
+import copy
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from latte.data.cache import NO_LABEL, LatentCache, build_cache
+from latte.diffusion import GaussianDiffusion, linear_betas
+from latte.models.io import read_json, write_json
+from latte.training.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
+from latte.training.config import Config, save_config
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.yaml"
+METRICS_NAME = "metrics.jsonl"
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+#################################################################################
+#                               Small helpers                                   #
+#################################################################################
+
+
+def lr_at(step: int, t) -> float:
+    """Learning rate of optimizer step `step` (0-based): linear warm-up, then constant or cosine to min_lr."""
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    if t.lr_schedule == "constant":
+        return t.lr
+    progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
+    return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema = decay * ema + (1 - decay) * model, parameter by parameter."""
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(_full(p.detach()).to(e.dtype), 1 - decay)
+
+
+def _full(tensor: torch.Tensor) -> torch.Tensor:
+    """A plain tensor from an FSDP DTensor (gathering its shards), or the tensor itself."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+
+
+def sample_generator(seed: int, position: int) -> torch.Generator:
+    """The generator of the sample at global position `position` of the data stream."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + position)
+
+
+class SampleOrder:
+    """Global sample position -> data set index: a new permutation per epoch, a pure function of the seed."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self._perms = size, seed, {}
+
+    def __call__(self, position: int) -> int:
+        epoch, offset = divmod(position, self.size)
+        if epoch not in self._perms:
+            self._perms = {
+                epoch: torch.randperm(self.size, generator=sample_generator(self.seed, -1 - epoch))
+            }
+        return int(self._perms[epoch][offset])
+
+
+def pad_text(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Text features [(k_i, C)] -> embeds (B, max k, C) zero-padded, and keep-mask (B, max k)."""
+    length = max(len(f) for f in features)
+    embeds = features[0].new_zeros(len(features), length, features[0].shape[1])
+    mask = torch.zeros(len(features), length, dtype=torch.long)
+    for i, f in enumerate(features):
+        embeds[i, : len(f)], mask[i, : len(f)] = f, 1
+    return embeds, mask
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            values = values.clone()
+            dist.all_reduce(values)
+            values /= self.world
+        return values
+
+
+def init_distributed(device: str | None) -> tuple[Dist, torch.device]:
+    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on CUDA, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    if world == 1:
+        return Dist(), torch.device(device or ("cuda" if cuda else "cpu"))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    return Dist(rank, world, local_rank), torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+
+
+#################################################################################
+#                            Data: cache and model                              #
+#################################################################################
+
+
+def make_dataset(cfg: Config):
+    """The clip data set the config names (items {"video", "caption", "label"}, optional stills)."""
+    d = cfg.data
+    if d.source == "synthetic":
+        from latte.data.synthetic import SyntheticShapes
+
+        return SyntheticShapes(
+            d.num_samples, num_frames=d.num_frames, size=d.size, seed=d.synthetic_seed, split=d.split
+        )
+    from latte.data.video import VideoFolder
+
+    return VideoFolder(
+        d.root,
+        captions=d.captions,
+        num_frames=d.num_frames,
+        frame_interval=d.frame_interval,
+        sampling=d.sampling,
+        size=d.size,
+        flip=d.flip,
+        seed=cfg.train.seed,
+        image_root=d.image_root,
+        use_image_num=d.use_image_num,
+    )
+
+
+def cache_fingerprint(cfg: Config) -> dict:
+    """What a cache depends on: the data settings (not where the cache lives) and the frozen components."""
+    data = {
+        k: v for k, v in cfg.to_dict()["data"].items() if k not in ("use_cache", "cache_dir", "num_workers")
+    }
+    components = str(Path(cfg.components).resolve()) if cfg.components else None
+    return {"data": data, "components": components, "text": cfg.model.type == "t2v"}
+
+
+def load_frozen(cfg: Config, device: torch.device):
+    """The frozen VAE and (text-to-video) the tokenizer and text encoder from `cfg.components`."""
+    from latte.models.vae import load_vae
+
+    if not cfg.components:
+        raise ValueError(
+            "config key 'components' must name a folder with vae/ (and text_encoder/, tokenizer/ "
+            "for text-to-video), e.g. the shipped latte-shapes model folder"
+        )
+    vae = load_vae(Path(cfg.components) / "vae").to(device)
+    text = None
+    if cfg.model.type == "t2v":
+        from latte.models.text_encoder import load_text_components
+
+        tokenizer, encoder = load_text_components(cfg.components)
+        text = (tokenizer, encoder.to(device))
+    return vae, text
+
+
+def prepare_cache(cfg: Config, ranks: Dist, device: torch.device) -> LatentCache:
+    """Open the run's latent cache, building it first (rank 0) when it does not exist."""
+    folder, fingerprint = cfg.cache_path, cache_fingerprint(cfg)
+    meta_path = folder / "cache.json"
+    if ranks.main and not meta_path.is_file():
+        logger.info("building the latent cache in %s", folder)
+        vae, text = load_frozen(cfg, device)
+        build_cache(
+            make_dataset(cfg),
+            folder,
+            vae,
+            text,
+            fingerprint,
+            repeats=cfg.data.cache_repeats,
+            shard_size=cfg.data.shard_size,
+            num_workers=cfg.data.num_workers,
+        )
+        del vae, text
+    ranks.barrier()
+    found = read_json(meta_path).get("fingerprint") or {}
+    if found != fingerprint:
+        changed = sorted(
+            k for k in fingerprint["data"] if found.get("data", {}).get(k) != fingerprint["data"][k]
+        )
+        what = ", ".join(changed) or "the components"
+        raise ValueError(
+            f"the latent cache in {folder} was built for other settings ({what} differ); "
+            "delete it or set data.cache_dir to another folder"
+        )
+    return LatentCache(folder)
+
+
+def build_model(cfg: Config, latent_shape: list[int], text_dim: int | None) -> nn.Module:
+    """The denoiser the config names, sized to the cached latents (C, F, h, w) and text features."""
+    channels, frames, height, _ = latent_shape
+    args = dict(cfg.model.args)
+    if cfg.model.type == "t2v":
+        from latte.models.latte_t2v import LatteT2VConfig, LatteT2VTransformer
+
+        derived = {
+            "in_channels": channels,
+            "sample_size": height,
+            "caption_channels": text_dim,
+            "video_length": frames,
+        }
+        for key, value in derived.items():
+            if args.setdefault(key, value) != value:
+                raise ValueError(f"model.args.{key}={args[key]} does not fit the data ({key}={value} there)")
+        args.setdefault("out_channels", 2 * channels)  # epsilon + learned-range variance, as Latte-1
+        width = LatteT2VConfig(**{**args, "cross_attention_dim": None}).width
+        args.setdefault("cross_attention_dim", width)
+        model = LatteT2VTransformer(LatteT2VConfig(**args))
+    else:
+        from latte.models.latte import LATTE_CONFIGS, Latte, LatteConfig
+
+        base = {}
+        if cfg.model.name is not None:
+            if cfg.model.name not in LATTE_CONFIGS:
+                raise ValueError(
+                    f"model.name={cfg.model.name!r} is unknown; use one of {', '.join(LATTE_CONFIGS)}"
+                )
+            base = LATTE_CONFIGS[cfg.model.name]
+            base = base() if callable(base) else base
+            base = base.to_dict() if hasattr(base, "to_dict") else dict(vars(base))
+        base.update({"in_channels": channels, "input_size": height, "num_frames": frames})
+        model = Latte(LatteConfig(**{**base, **args}))
+    model.initialize_weights()
+    return model
+
+
+#################################################################################
+#                                 Batches                                       #
+#################################################################################
+
+
+def draw(generator: torch.Generator, shape: tuple[int, ...], cfg_dropout: float) -> dict:
+    """The random draws of one sample: timestep, diffusion noise, posterior noise, conditioning dropout."""
+    return {
+        "t": int(torch.randint(NUM_TRAIN_TIMESTEPS, (1,), generator=generator)),
+        "noise": torch.randn(shape, generator=generator),
+        "posterior": torch.randn(shape, generator=generator),
+        "drop": bool(torch.rand(1, generator=generator) < cfg_dropout),
+    }
+
+
+def make_batch(
+    cache: LatentCache, order: SampleOrder, positions: list[int], cfg: Config, null_label: int | None
+):
+    """Training tensors for the samples at global `positions` (CPU): latents x0, noise, t, conditioning."""
+    items = [cache[order(p)] for p in positions]
+    draws = [
+        draw(sample_generator(cfg.train.seed, p), _latent_shape(it), cfg.train.cfg_dropout)
+        for p, it in zip(positions, items, strict=True)
+    ]
+    # (B, C, F(+K), h, w): a posterior sample of each clip (and its stills)
+    x0 = torch.stack([_latent(it, d["posterior"]) for it, d in zip(items, draws, strict=True)])
+    batch = {
+        "x0": x0,
+        "noise": torch.stack([d["noise"] for d in draws]),
+        "t": torch.tensor([d["t"] for d in draws]),
+    }
+    if cfg.model.type == "t2v":
+        batch["text"], batch["text_mask"] = pad_text(
+            [cache.text(0 if d["drop"] else it["caption"]) for it, d in zip(items, draws, strict=True)]
+        )
+    elif null_label is not None:  # class-conditional: dropped labels become the null class
+        labels = []
+        for it, d in zip(items, draws, strict=True):
+            label = torch.tensor([it["label"], *it.get("image_label", torch.empty(0)).tolist()])
+            if (label == NO_LABEL).any():
+                raise ValueError(
+                    "a class-conditional model needs labelled clips; the cache has unlabelled ones"
+                )
+            labels.append(torch.full_like(label, null_label) if d["drop"] else label)
+        batch["labels"] = torch.stack(labels)  # (B, 1 + K)
+    return batch
+
+
+def _latent_shape(item: dict) -> tuple[int, ...]:
+    c, f, h, w = item["mean"].shape
+    return (c, f + (item["image_mean"].shape[1] if "image_mean" in item else 0), h, w)
+
+
+def _latent(item: dict, eps: torch.Tensor) -> torch.Tensor:
+    """A posterior sample of the clip (and its stills, appended after the frames)."""
+    mean, std = item["mean"], item["std"]
+    if "image_mean" in item:
+        mean, std = torch.cat([mean, item["image_mean"]], dim=1), torch.cat([std, item["image_std"]], dim=1)
+    return mean + std * eps
+
+
+def predict(model: nn.Module, cfg: Config, x_t: torch.Tensor, batch: dict) -> torch.Tensor:
+    """The model's output (B, C_out, F(+K), h, w) for noised latents and the batch's conditioning."""
+    if cfg.model.type == "t2v":
+        out = model(
+            x_t, batch["t"], encoder_hidden_states=batch["text"], encoder_attention_mask=batch["text_mask"]
+        )
+    else:
+        labels = batch.get("labels")
+        if labels is not None and cfg.data.use_image_num == 0:
+            labels = labels[:, 0]
+        out = model(x_t, batch["t"], class_labels=labels, use_image_num=cfg.data.use_image_num)
+    return out.sample if hasattr(out, "sample") else out
+
+
+#################################################################################
+#                                 Training                                      #
+#################################################################################
+
+
+class MetricsLog:
+    """Rank 0's metric sink: JSONL lines in RUN_DIR/metrics.jsonl, plus TensorBoard when it is installed."""
+
+    def __init__(self, run_dir: Path, resume_step: int, tensorboard: bool):
+        import json
+
+        self._json = json
+        self.path = run_dir / METRICS_NAME
+        if self.path.is_file():  # drop lines a killed run logged after its last checkpoint
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:
+                logger.debug("tensorboard is not installed; metrics go to %s only", self.path)
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(self._json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"train/{key}", value, record["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def wrap_parallel(model: nn.Module, cfg: Config, ranks: Dist, device: torch.device) -> nn.Module:
+    if ranks.world == 1:
+        return model
+    if cfg.train.parallel == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        blocks = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
+        for block_list in blocks:
+            for block in block_list:
+                fully_shard(block)
+        return fully_shard(model)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
+
+
+def train(cfg: Config) -> dict:
+    """Train the model `cfg` describes; returns a summary dict (final step, last logged loss, run folder)."""
+    t = cfg.train
+    ranks, device = init_distributed(t.device)
+    if t.batch_size % (ranks.world * t.grad_accum):
+        raise ValueError(
+            f"train.batch_size ({t.batch_size}) must be divisible by processes ({ranks.world}) x "
+            f"train.grad_accum ({t.grad_accum})"
+        )
+    if t.precision == "fp16" and device.type != "cuda":
+        raise ValueError("train.precision=fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    if device.type == "cuda" and t.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    run_dir = cfg.run_dir
+    if ranks.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / CONFIG_NAME)
+
+    # 1. Data: the latent cache (built on first use) and the deterministic sample order.
+    cache = prepare_cache(cfg, ranks, device)
+    order = SampleOrder(len(cache), t.seed)
+    local_batch = t.batch_size // (ranks.world * t.grad_accum)
+
+    # 2. Model and EMA (resumed from the newest checkpoint of the run folder, if any), optimizer, objective.
+    torch.manual_seed(t.seed)
+    model = build_model(cfg, cache.meta["latent_shape"], cache.meta["text_dim"]).to(device)
+    if t.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    latest = load_latest(run_dir)
+    start, state = 0, None
+    if latest is not None:
+        path, state = latest
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        set_rng_state(state["rng"])
+        start = state["step"]
+        if ranks.main:
+            logger.info("resumed from %s (step %d)", path, start)
+    fsdp = ranks.world > 1 and t.parallel == "fsdp"
+    train_model = wrap_parallel(model, cfg, ranks, device)  # FSDP shards `model` in place
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=t.lr, betas=t.adam_betas, weight_decay=t.weight_decay
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
+    if state is not None:
+        _load_optimizer(model, optimizer, state["optimizer"], fsdp)
+        scaler.load_state_dict(state["scaler"])
+    null_label = getattr(model.config, "num_classes", None) if cfg.model.type == "latte" else None
+    diffusion = GaussianDiffusion(linear_betas(NUM_TRAIN_TIMESTEPS))
+    train_model.train()
+    if ranks.main:
+        n_params = sum(p.numel() for p in ema.parameters())
+        logger.info(
+            "model: %s, %.2f M parameters; %d cached clips; global batch %d = %d processes x %d x %d "
+            "accumulation",
+            type(model).__name__,
+            n_params / 1e6,
+            len(cache),
+            t.batch_size,
+            ranks.world,
+            local_batch,
+            t.grad_accum,
+        )
+    metrics = MetricsLog(run_dir, start, cfg.log.tensorboard) if ranks.main else None
+    autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
+
+    # 3. The loop: lr, micro-steps (forward, loss, backward), clip, step, EMA, log, checkpoint.
+    bar = tqdm(total=t.steps, initial=start, desc="training", unit="step", disable=not ranks.main)
+    running, window, window_start, last = torch.zeros(4), 0, time.perf_counter(), {}
+    for step in range(start, t.steps):
+        lr = lr_at(step, t)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        for micro in range(t.grad_accum):
+            # This rank's slice of the micro-batch, as positions in the global sample stream.
+            first = (step * t.grad_accum + micro) * local_batch * ranks.world + ranks.rank * local_batch
+            batch = make_batch(cache, order, list(range(first, first + local_batch)), cfg, null_label)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            x_t = diffusion.q_sample(batch["x0"], batch["t"], batch["noise"])
+            # DDP: all-reduce gradients only on the last micro-step.
+            last_micro = micro == t.grad_accum - 1
+            no_sync = train_model.no_sync() if not last_micro and hasattr(train_model, "no_sync") else None
+            with no_sync or contextlib.nullcontext():
+                with torch.autocast(
+                    device.type, dtype=autocast or torch.float32, enabled=autocast is not None
+                ):
+                    out = predict(train_model, cfg, x_t, batch)
+                losses = diffusion.training_losses(out, batch["x0"], x_t, batch["t"], batch["noise"])
+                scaler.scale(losses["loss"].mean() / t.grad_accum).backward()
+            vb = losses["vb"] if losses["vb"] is not None else torch.zeros_like(losses["mse"])
+            running[:3] += (
+                torch.stack([losses["loss"].mean(), losses["mse"].mean(), vb.mean()]).detach().cpu()
+                / t.grad_accum
+            )
+        scaler.unscale_(optimizer)
+        clip = t.clip_grad if t.clip_grad > 0 and step >= t.clip_grad_from else float("inf")
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), clip)
+        running[3] += float(_full(grad_norm))
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        update_ema(ema, model, t.ema_decay)
+        done, window = step + 1, window + 1
+        bar.update(1)
+
+        if done % cfg.log.log_every == 0 or done == t.steps:
+            avg = ranks.mean(running / window)
+            last = {
+                "step": done,
+                "loss": avg[0].item(),
+                "mse": avg[1].item(),
+                "vb": avg[2].item(),
+                "grad_norm": avg[3].item(),
+                "lr": lr,
+                "steps_per_s": window / (time.perf_counter() - window_start),
+            }
+            if metrics is not None:
+                metrics.write(last)
+                bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.2e}")
+            running, window, window_start = torch.zeros(4), 0, time.perf_counter()
+        if done % cfg.log.ckpt_every == 0 or done == t.steps:
+            # Every rank takes part: FSDP gathers its shards here.
+            weights, opt_state = _state_dict(model), _optimizer_state(model, optimizer, fsdp)
+            if ranks.main:
+                save_checkpoint(
+                    run_dir,
+                    done,
+                    {
+                        "step": done,
+                        "model": weights,
+                        "ema": _state_dict(ema),
+                        "optimizer": opt_state,
+                        "scaler": scaler.state_dict(),
+                        "rng": rng_state(),
+                        "config": cfg.to_dict(),
+                        "latent_shape": cache.meta["latent_shape"],
+                        "text_dim": cache.meta["text_dim"],
+                    },
+                    cfg.log.keep_last,
+                )
+            ranks.barrier()
+    bar.close()
+    if metrics is not None:
+        metrics.close()
+    summary = {"step": t.steps, "run_dir": str(run_dir), **{k: v for k, v in last.items() if k != "step"}}
+    if ranks.main:
+        write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def _state_dict(module: nn.Module) -> dict:
+    return {k: _full(v).detach().cpu() for k, v in module.state_dict().items()}
+
+
+def _optimizer_state(model: nn.Module, optimizer, fsdp: bool) -> dict:
+    if not fsdp:
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(
+        model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+    )
+
+
+def _load_optimizer(model: nn.Module, optimizer, state: dict, fsdp: bool) -> None:
+    if not fsdp:
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
