@@ -4,7 +4,8 @@ shards, so training never runs the big frozen models (the normal path on small m
 Layout of a cache folder:
     cache.json                  what was encoded (data settings, components, shapes, clip count, shards)
     text.safetensors            unique captions' T5 features, real tokens only: `embeds` (sum k_i, C),
-                                `offsets` (U + 1,); caption 0 is the empty prompt "" (caption dropout)
+                                `offsets` (U + 1,); caption 0 is the empty prompt "" (caption dropout),
+                                kept whole (all 120 positions, pads included; see `null_text`)
     latents-00000.safetensors   `mean`, `std` (n, 4, F, h, w) of the VAE posterior (x scaling factor),
                                 `caption` (n,) index into the text table, `label` (n,) (-1: none),
                                 joint training only: `image_mean`, `image_std` (n, 4, K, h, w),
@@ -161,7 +162,10 @@ def write_text_table(captions: list[str], path: Path, tokenizer, text_encoder, b
     pieces = []
     for start in tqdm(range(0, len(captions), batch_size), desc="encoding captions", unit="batch"):
         embeds, mask = encode_text(tokenizer, text_encoder, captions[start : start + batch_size])
-        pieces += [e[m.bool()].float().cpu() for e, m in zip(embeds, mask, strict=True)]  # (k_i, C) each
+        keep = mask.bool()
+        if start == 0:
+            keep[0] = True  # the empty prompt keeps its padded positions (see LatentCache.null_text)
+        pieces += [e[m].float().cpu() for e, m in zip(embeds, keep, strict=True)]  # (k_i, C) each
     offsets = torch.tensor([0] + [len(p) for p in pieces]).cumsum(0)
     tensors = {"embeds": torch.cat(pieces).contiguous(), "offsets": offsets}
     atomic_write(path, lambda tmp: save_file(tensors, tmp))
@@ -213,6 +217,12 @@ class LatentCache(Dataset):
         item = {key: handle.get_slice(key)[row : row + 1][0] for key in handle.keys()}  # noqa: SIM118 (not a dict)
         item["caption"], item["label"] = int(item["caption"]), int(item["label"])
         return item
+
+    def null_text(self, length: int) -> torch.Tensor:
+        """The dropped-caption condition for a caption of `length` tokens: the first `length` positions of the
+        encoded empty prompt, pads included. Latte-1's pipeline builds its CFG negative exactly so (cut to
+        the prompt's token count), so training and sampling see the same unconditional input."""
+        return self.text(0)[:length]
 
     def text(self, caption: int) -> torch.Tensor:
         """Real-token features (k, C) of caption `caption` (0 = the empty prompt)."""

@@ -12,11 +12,16 @@ from pathlib import Path
 from latte.models.io import read_json, write_json
 from latte.training.checkpoint import list_checkpoints
 from latte.training.config import config_from_dict
-from latte.training.tiny import TINY_SCHEDULER
 
 logger = logging.getLogger(__name__)
 
 COMPONENTS = ("vae", "text_encoder", "tokenizer", "scheduler")
+# The schedule the trainer uses, as Latte-1 publishes it; written when `components` has no scheduler/.
+LATTE1_SCHEDULER = {
+    "_class_name": "DDIMScheduler", "num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02,
+    "beta_schedule": "linear", "prediction_type": "epsilon", "clip_sample": False, "steps_offset": 0,
+    "timestep_spacing": "leading", "variance_type": "learned_range",
+}
 MODEL_INDEX = {
     "_class_name": "LattePipeline",
     "_diffusers_version": "0.30.0",
@@ -60,7 +65,7 @@ def export_run(
         if source is not None and source.is_dir():
             shutil.copytree(source, output / name, dirs_exist_ok=True)
         elif name == "scheduler":  # the training schedule, as Latte-1 ships it
-            write_json(output / name / "scheduler_config.json", TINY_SCHEDULER)
+            write_json(output / name / "scheduler_config.json", LATTE1_SCHEDULER)
         else:
             raise FileNotFoundError(
                 f"missing component folder {source}: the run's `components` must hold {name}/"

@@ -287,7 +287,7 @@ def make_batch(
     }
     if cfg.model.type == "t2v":
         batch["text"], batch["text_mask"] = pad_text(
-            [cache.text(0 if d["drop"] else it["caption"]) for it, d in zip(items, draws, strict=True)]
+            [_caption(cache, it["caption"], d["drop"]) for it, d in zip(items, draws, strict=True)]
         )
     elif null_label is not None:  # class-conditional: dropped labels become the null class
         labels = []
@@ -300,6 +300,11 @@ def make_batch(
             labels.append(torch.full_like(label, null_label) if d["drop"] else label)
         batch["labels"] = torch.stack(labels)  # (B, 1 + K)
     return batch
+
+
+def _caption(cache: LatentCache, caption: int, drop: bool) -> torch.Tensor:
+    text = cache.text(caption)
+    return cache.null_text(len(text)) if drop else text
 
 
 def _latent_shape(item: dict) -> tuple[int, ...]:

@@ -1,0 +1,50 @@
+"""Shared set-up of the training tests: tiny frozen components, a small synthetic latent cache, configs."""
+
+from pathlib import Path
+
+import torch
+
+from latte.training.config import Config, config_from_dict
+from tiny_components import build_tiny_pipeline_folder
+
+TINY_MODEL = {"num_layers": 1, "num_attention_heads": 2, "attention_head_dim": 16}
+
+
+def tiny_config(output_dir: Path, components: Path, cache_dir: Path, **sections) -> Config:
+    """A text-to-video run on 8 synthetic 4-frame 64 px clips (8 x 8 latents), seconds per few steps on a CPU.
+    `sections` update the config sections, e.g. train={"steps": 4}."""
+    data = {
+        "output_dir": str(output_dir),
+        "components": str(components),
+        "model": {"type": "t2v", "args": dict(TINY_MODEL)},
+        "data": {
+            "source": "synthetic",
+            "num_samples": 8,
+            "num_frames": 4,
+            "size": 64,
+            "cache_dir": str(cache_dir),
+        },
+        "train": {"steps": 4, "batch_size": 4, "lr": 1e-3, "ema_decay": 0.9, "cfg_dropout": 0.25},
+        "log": {"log_every": 1, "ckpt_every": 2, "keep_last": 2, "tensorboard": False},
+    }
+    for name, values in sections.items():
+        data[name] = {**data[name], **values} if isinstance(data.get(name), dict) else values
+    return config_from_dict(data)
+
+
+def make_components(folder: Path) -> Path:
+    """The tiny pipeline folder, its VAE made deterministic and scaled so synthetic latents have std ~1.
+
+    The random tiny VAE otherwise has a posterior std (~1) far above the spread of its means (~0.2), so its
+    latents would be mostly posterior noise: nothing a model could learn or overfit."""
+    from latte.models.vae import load_vae
+
+    folder = build_tiny_pipeline_folder(folder)
+    vae = load_vae(folder / "vae")
+    with torch.no_grad():
+        n = vae.config.latent_channels
+        vae.quant_conv.weight[n:] = 0  # the log-variance half of the moments
+        vae.quant_conv.bias[n:] = -30  # std e^-15: a deterministic encoder
+    vae.register_to_config(scaling_factor=5.5)
+    vae.save_pretrained(str(folder / "vae"))
+    return folder
