@@ -9,6 +9,9 @@ import sys
 COMMAND_MODULES = [
     "latte.cli.generate",
     "latte.cli.train",
+    "latte.cli.sample",
+    "latte.cli.convert",
+    "latte.cli.info",
 ]
 
 

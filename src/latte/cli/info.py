@@ -1,0 +1,184 @@
+"""`latte info`: what a model folder holds, or the size and cost of a Latte configuration.
+
+- a pipeline folder (model_index.json) or a single model folder: components, parameters, dtypes, size on disk
+  (read from the safetensors headers, no weights loaded);
+- a Latte name ("Latte-XL/2") with options, a Latte model folder, or an original .pt: trainable parameters,
+  the frozen sin-cos tables separately, and the matmul FLOPs of one forward pass.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from latte.models.latte import CONDITIONINGS, LATTE_CONFIGS, PATCH_EMBEDDINGS, TEMPORAL_POSITIONS, VARIANTS
+
+VAE_FACTOR = 8  # pixels per latent cell of the SD VAE, to print sizes in pixels
+# safetensors header dtypes in torch's names
+SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+                      "I64": "int64", "I32": "int32", "U8": "uint8", "BOOL": "bool"}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "info",
+        help="components, parameters and FLOPs of a model folder or a Latte configuration",
+        description="TARGET: a model or pipeline folder, an original .pt, or a name such as Latte-XL/2 "
+        f"(one of {', '.join(LATTE_CONFIGS)}) with the options below.",
+    )
+    p.add_argument("target", help="folder, .pt checkpoint, or Latte configuration name")
+    p.add_argument("--num-classes", type=int, default=0, help="0 = unconditional (default)")
+    p.add_argument("--frames", type=int, default=16, help="video frames (default 16)")
+    p.add_argument("--image-size", type=int, default=256, help="pixels per side (default 256)")
+    p.add_argument("--variant", type=int, choices=VARIANTS, default=1)
+    p.add_argument("--patch-embedding", choices=PATCH_EMBEDDINGS, default="frame")
+    p.add_argument("--tubelet-size", type=int, default=2)
+    p.add_argument("--conditioning", choices=CONDITIONINGS, default="adaln")
+    p.add_argument("--temporal-position", choices=TEMPORAL_POSITIONS, default="absolute")
+    p.add_argument("--no-learn-sigma", action="store_true", help="epsilon output only")
+    p.add_argument("--batch", type=int, default=1, help="batch size the FLOPs are counted for (default 1)")
+    p.add_argument("--use-image-num", type=int, default=0, help="stills per video (joint training)")
+    p.set_defaults(run=run_info)
+
+
+# ------------------------------------------------------------------------------------------ model folders
+
+
+def weights_summary(folder: Path) -> tuple[int, list[str]]:
+    """(parameter count, dtypes) of the safetensors (or .bin) weights in `folder`, from headers only."""
+    import torch
+    from safetensors import safe_open
+
+    count, dtypes = 0, set()
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), "pt") as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open is no dict)
+                tensor = f.get_slice(key)
+                count += _numel(tensor.get_shape())
+                dtypes.add(SAFETENSORS_DTYPES.get(tensor.get_dtype(), tensor.get_dtype()))
+    for path in sorted(folder.glob("*.bin")):
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        count += sum(v.numel() for v in state.values())
+        dtypes.update(str(v.dtype).removeprefix("torch.") for v in state.values())
+    return count, sorted(dtypes)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def disk_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _class_name(folder: Path) -> str:
+    for name in ("config.json", "scheduler_config.json", "tokenizer_config.json"):
+        if (folder / name).is_file():
+            data = json.loads((folder / name).read_text())
+            return data.get("_class_name") or data.get("tokenizer_class") or "?"
+    return "?"
+
+
+def folder_report(folder: Path) -> list[str]:
+    """One line per component (or one for a single model folder)."""
+    index_path = folder / "model_index.json"
+    if index_path.is_file():
+        index = json.loads(index_path.read_text())
+        lines = [f"{folder}: {index.get('_class_name', '?')} pipeline, {_mib(disk_size(folder))} on disk"]
+        components = [(name, folder / name) for name in index if not name.startswith("_")]
+    elif (folder / "config.json").is_file():
+        lines, components = [], [(folder.name, folder)]
+    else:
+        raise ValueError(f"{folder} holds neither model_index.json nor config.json")
+    for name, sub in components:
+        if not sub.is_dir():
+            lines.append(f"  {name:<14} missing folder {sub}")
+            continue
+        count, dtypes = weights_summary(sub)
+        params = f"{count / 1e6:10.2f} M params  {','.join(dtypes):<9}" if count else f"{'':>28}"
+        lines.append(f"  {name:<14} {_class_name(sub):<26} {params} {_mib(disk_size(sub)):>10}")
+    return lines
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.1f} MiB"
+
+
+# ------------------------------------------------------------------------------------------ configurations
+
+
+def config_from_args(args: argparse.Namespace):
+    from latte.models.latte import LatteConfig
+
+    if args.image_size % VAE_FACTOR:
+        raise ValueError(f"--image-size must be a multiple of {VAE_FACTOR}, got {args.image_size}")
+    return LatteConfig.from_name(
+        args.target, input_size=args.image_size // VAE_FACTOR, num_frames=args.frames,
+        num_classes=args.num_classes, learn_sigma=not args.no_learn_sigma, variant=args.variant,
+        patch_embedding=args.patch_embedding, tubelet_size=args.tubelet_size, conditioning=args.conditioning,
+        temporal_position=args.temporal_position,
+    )
+
+
+def config_report(config, name: str, batch: int = 1, use_image_num: int = 0) -> list[str]:
+    """Trainable parameters, frozen tables and forward FLOPs of a Latte configuration (built on meta)."""
+    import torch
+
+    from latte.models.latte import Latte, forward_flops
+
+    with torch.device("meta"):
+        model = Latte(config)
+    c = config
+    trainable = model.num_parameters(trainable_only=True)
+    tables = {n: b.numel() for n, b in model.named_buffers()}
+    flops = forward_flops(c, batch=batch, use_image_num=use_image_num)
+    options = (f"variant {c.variant}, {c.patch_embedding} patches"
+               f"{f' (s={c.tubelet_size})' if c.patch_embedding == 'tubelet' else ''}, {c.conditioning}, "
+               f"{c.temporal_position} temporal positions")
+    classes = f"{c.num_classes} classes" if c.num_classes else "unconditional"
+    lines = [
+        f"{name}: width {c.hidden_size}, depth {c.depth}, {c.num_heads} heads, patch {c.patch_size}; "
+        f"{options}",
+        f"  input {c.input_size * VAE_FACTOR} px ({c.input_size}x{c.input_size} latents), "
+        f"{c.num_frames} frames, {classes}, {'learned' if c.learn_sigma else 'fixed'} variance",
+        f"  trainable parameters   {trainable / 1e6:10.2f} M  ({trainable:,})",
+        f"  frozen sin-cos tables  {sum(tables.values()) / 1e6:10.2f} M  "
+        f"({', '.join(f'{k} {v:,}' for k, v in tables.items())}; not trained)",
+        f"  FLOPs per forward      {flops['total'] / 1e9:10.2f} G  (batch {batch}"
+        f"{f', {use_image_num} stills' if use_image_num else ''}; matmuls and attention products, "
+        "2 per multiply-add)",
+    ]
+    lines += [f"    {part:<20} {value / 1e9:10.2f} G" for part, value in flops.items() if part != "total"]
+    return lines
+
+
+def info(args: argparse.Namespace) -> list[str]:
+    from latte.models.latte import LatteConfig, infer_original_config
+
+    target = Path(args.target)
+    if target.is_dir():
+        lines = folder_report(target)
+        config_path = target / "config.json"
+        if config_path.is_file() and json.loads(config_path.read_text()).get("_class_name") == "Latte":
+            config = LatteConfig.from_dict(json.loads(config_path.read_text()))
+            lines += config_report(config, target.name, args.batch, args.use_image_num)
+        return lines
+    if target.is_file():
+        from latte.models.io import load_torch_checkpoint, unwrap_state_dict
+
+        config = infer_original_config(unwrap_state_dict(load_torch_checkpoint(target)), str(target))
+        return [f"{target}: {_mib(disk_size(target))} on disk"] + config_report(
+            config, target.name, args.batch, args.use_image_num)
+    if args.target in LATTE_CONFIGS:
+        return config_report(config_from_args(args), args.target, args.batch, args.use_image_num)
+    raise ValueError(f"{args.target!r} is no folder, checkpoint or Latte name; names: "
+                     f"{', '.join(LATTE_CONFIGS)}")
+
+
+def run_info(args: argparse.Namespace) -> int:
+    print("\n".join(info(args)))
+    return 0
