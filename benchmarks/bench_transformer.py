@@ -1,9 +1,9 @@
-"""One denoising step of our LatteT2VTransformer against diffusers' LatteTransformer3DModel, identical weights.
+"""One denoising step of our LatteT2VTransformer against diffusers' LatteTransformer3DModel, same weights.
 
 Both models run in this one process, with the same thread count and allocator settings, timed round-robin.
 Ours gets the prompt's text context precomputed (`prepare_text`), as our pipeline does once per generation;
-the one-off cost of that is printed separately. Peak memory is measured in fresh child processes (one per model)
-so no heap survives from the other model.
+the one-off cost of that is printed separately. Peak memory is measured in fresh child processes (one per
+model) so no heap survives from the other model.
 
     python benchmarks/bench_transformer.py --config narrow
     python benchmarks/bench_transformer.py --config latte1 --repeats 2 --bf16
@@ -31,16 +31,29 @@ from latte.acceleration.flops import t2v_forward_flops
 from latte.models.latte_t2v import LatteT2VConfig, LatteT2VTransformer
 
 LATTE1 = dict(
-    num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
-    cross_attention_dim=1152, attention_bias=True, sample_size=64, patch_size=2, activation_fn="gelu-approximate",
-    num_embeds_ada_norm=1000, norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6,
+    num_attention_heads=16,
+    attention_head_dim=72,
+    in_channels=4,
+    out_channels=8,
+    num_layers=28,
+    cross_attention_dim=1152,
+    attention_bias=True,
+    sample_size=64,
+    patch_size=2,
+    activation_fn="gelu-approximate",
+    num_embeds_ada_norm=1000,
+    norm_type="ada_norm_single",
+    norm_elementwise_affine=False,
+    norm_eps=1e-6,
     caption_channels=4096,
 )
 # name -> (transformer kwargs, inputs): batch 2 is the classifier-free-guidance pair.
 CONFIGS = {
     "latte1": (LATTE1, dict(batch=2, frames=16, size=16, text_len=20)),
-    "narrow": (dict(LATTE1, num_layers=4, num_attention_heads=6, attention_head_dim=64, cross_attention_dim=384),
-               dict(batch=2, frames=16, size=64, text_len=20)),
+    "narrow": (
+        dict(LATTE1, num_layers=4, num_attention_heads=6, attention_head_dim=64, cross_attention_dim=384),
+        dict(batch=2, frames=16, size=64, text_len=20),
+    ),
 }
 
 
@@ -49,7 +62,9 @@ def build_models(name: str, seed: int = 0):
     kwargs, _ = CONFIGS[name]
     torch.manual_seed(seed)
     ref = LatteTransformer3DModel(**kwargs).eval().requires_grad_(False)
-    ours = LatteT2VTransformer.from_state_dict(ref.state_dict(), LatteT2VConfig(**kwargs)).requires_grad_(False)
+    ours = LatteT2VTransformer.from_state_dict(ref.state_dict(), LatteT2VConfig(**kwargs)).requires_grad_(
+        False
+    )
     return ref, ours
 
 
@@ -64,8 +79,8 @@ def make_inputs(name: str, seed: int = 1):
 
 
 def step_fns(ref, ours, x, t, text):
-    """The two timed calls. Ours uses the per-generation text context; only the epsilon rows are computed when the
-    caller (our pipeline with an epsilon-only scheduler) needs no variance: here we keep all rows for parity."""
+    """The two timed calls. Ours gets the text context prepared once per generation; all output rows are
+    computed (the pipeline may ask for the epsilon rows only) so the outputs can be compared."""
     context = ours.prepare_text(text)
     return {
         "diffusers": lambda: ref(x, timestep=t, encoder_hidden_states=text).sample,
@@ -91,15 +106,75 @@ def child_memory(name: str, which: str) -> None:
     print(json.dumps({**peak, "weights_gib": weights_gib}))
 
 
+def compare(name: str, args, rates: dict) -> None:
+    """Time, check and (in child processes) measure the memory of both models on one configuration."""
+    kwargs, shape = CONFIGS[name]
+    width = kwargs["num_attention_heads"] * kwargs["attention_head_dim"]
+    print(f"\n== {name}: {kwargs['num_layers']} layers, width {width}, inputs {shape}")
+    ref, ours = build_models(name)
+    x, t, text = make_inputs(name)
+    sizes = (shape["batch"], shape["frames"], shape["size"], shape["size"], shape["text_len"])
+    flops = t2v_forward_flops(ours.config, *sizes)
+    with torch.inference_mode():
+        fns = step_fns(ref, ours, x, t, text)
+        expected = fns["diffusers"]()
+        diff, scale = (fns["ours"]() - expected).abs().max().item(), expected.abs().max().item()
+        if args.bf16:
+            ours_bf16 = LatteT2VTransformer.from_state_dict(
+                {k: v.to(torch.bfloat16) for k, v in ours.state_dict().items()}, ours.config
+            )
+            context16 = ours_bf16.prepare_text(text)
+            fns["ours-bf16"] = lambda: ours_bf16(x, t, context16).sample
+            bf16_diff = (fns["ours-bf16"]().float() - expected).abs().max().item()
+        quiet = {"log": lambda line: None}
+        prepare = {"text": lambda: ours.prepare_text(text)}
+        text_time = summary(interleaved(prepare, 3, 1, **quiet)["text"])
+        times = interleaved(fns, args.repeats, args.warmup)
+    med = {k: summary(v) for k, v in times.items()}
+    print(f"analytic matmul work per step: {flops / 1e9:.1f} GFLOP")
+    for k, v in med.items():
+        rate = flops / v / 1e9
+        mkl, onednn = rates["bf16" if k.endswith("bf16") else "fp32"]
+        print(
+            f"{k:>10}: {v:8.3f} s/step {rate:7.1f} GFLOP/s = {100 * rate / mkl:5.1f}% of torch.matmul's "
+            f"rate, {100 * rate / onednn:5.1f}% of oneDNN's"
+        )
+    print(f"ours, once per generation (prepare_text): {text_time:.3f} s")
+    print(f"speed-up ours vs diffusers: {med['diffusers'] / med['ours']:.2f}x")
+    print(f"max |ours - diffusers| = {diff:.2e} (output max |x| {scale:.2f}, relative {diff / scale:.1e})")
+    if args.bf16:
+        print(
+            f"bf16 speed-up over our fp32: {med['ours'] / med['ours-bf16']:.2f}x; "
+            f"max |bf16 - diffusers fp32| = {bf16_diff:.2e} (relative {bf16_diff / scale:.1e})"
+        )
+
+
+def compare_memory(name: str) -> None:
+    mem = {m: run_child(__file__, ["--child-memory", name, m]) for m in ("diffusers", "ours")}
+    for m, r in mem.items():
+        print(
+            f"{m:>10} peak memory: {r['peak_gib']:.2f} GiB total, {r['above_gib']:.3f} GiB above the "
+            f"{r['weights_gib']:.2f} GiB of weights (+inputs)"
+        )
+    ratio = mem["ours"]["above_gib"] / mem["diffusers"]["above_gib"]
+    print(f"peak above the weights, ours / diffusers: {ratio:.2f}")
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", choices=[*CONFIGS, "all"], default="all")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per model (median reported)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--allocator", choices=["default", "tuned"], default="default",
-                        help="glibc malloc settings for the whole process (both models alike)")
-    parser.add_argument("--bf16", action="store_true", help="also time our model in bfloat16 against our fp32")
+    parser.add_argument(
+        "--allocator",
+        choices=["default", "tuned"],
+        default="default",
+        help="glibc malloc settings for the whole process (both models alike)",
+    )
+    parser.add_argument("--bf16", action="store_true", help="also time our model in bfloat16")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     parser.add_argument("--child-memory", nargs=2, metavar=("CONFIG", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -111,53 +186,18 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     allocator = tune_allocator(args.allocator)
     print(json.dumps(machine_info(args.threads)), f"| {allocator}")
-    peak_fp32 = matmul_gflops(torch.float32)
-    print(f"machine fp32 matmul (4096^3): {peak_fp32:.1f} GFLOP/s")
-    peak_bf16 = matmul_gflops(torch.bfloat16) if args.bf16 else None
-    if peak_bf16:
-        print(f"machine bf16 matmul (4096^3): {peak_bf16:.1f} GFLOP/s")
-
-    names = list(CONFIGS) if args.config == "all" else [args.config]
-    for name in names:
-        kwargs, shape = CONFIGS[name]
-        print(f"\n== {name}: {kwargs['num_layers']} layers, width "
-              f"{kwargs['num_attention_heads'] * kwargs['attention_head_dim']}, inputs {shape}")
-        ref, ours = build_models(name)
-        x, t, text = make_inputs(name)
-        flops = t2v_forward_flops(ours.config, shape["batch"], shape["frames"], shape["size"], shape["size"],
-                                  shape["text_len"])
-        with torch.inference_mode():
-            fns = step_fns(ref, ours, x, t, text)
-            diff = (fns["ours"]() - fns["diffusers"]()).abs().max().item()
-            scale = fns["diffusers"]().abs().max().item()
-            if args.bf16:
-                ours_bf16 = LatteT2VTransformer.from_state_dict(
-                    {k: v.to(torch.bfloat16) for k, v in ours.state_dict().items()}, ours.config)
-                context16 = ours_bf16.prepare_text(text)
-                fns["ours-bf16"] = lambda m=ours_bf16, c=context16: m(x, t, c).sample
-                bf16_diff = (fns["ours-bf16"]().float() - fns["ours"]()).abs().max().item()
-            text_time = min(interleaved({"prepare_text": lambda: ours.prepare_text(text)}, 2, 0, log=lambda s: None)
-                            ["prepare_text"])
-            times = interleaved(fns, args.repeats, args.warmup)
-        med = {k: summary(v) for k, v in times.items()}
-        print(f"analytic matmul work per step: {flops / 1e9:.1f} GFLOP")
-        for k, v in med.items():
-            peak = peak_bf16 if k.endswith("bf16") else peak_fp32
-            rate = flops / v / 1e9
-            print(f"{k:>10}: {v:8.3f} s/step  {rate:7.1f} GFLOP/s  ({100 * rate / peak:5.1f}% of the matmul rate)")
-        print(f"ours once per generation (prepare_text): {text_time:.3f} s")
-        print(f"speed-up ours vs diffusers: {med['diffusers'] / med['ours']:.2f}x")
-        print(f"max |ours - diffusers| = {diff:.2e} (output max |x| {scale:.2f}, relative {diff / scale:.1e})")
-        if args.bf16:
-            print(f"bf16 speed-up over our fp32: {med['ours'] / med['ours-bf16']:.2f}x; max |bf16 - fp32| = "
-                  f"{bf16_diff:.2e} (relative {bf16_diff / scale:.1e})")
-        del ref, ours, fns
+    rates = {}
+    for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        if label == "fp32" or args.bf16:
+            rates[label] = (matmul_gflops(dtype), matmul_gflops(dtype, backend="onednn"))
+            print(
+                f"machine {label} matmul 4096^3: torch.matmul {rates[label][0]:.1f} GFLOP/s, "
+                f"oneDNN {rates[label][1]:.1f} GFLOP/s"
+            )
+    for name in list(CONFIGS) if args.config == "all" else [args.config]:
+        compare(name, args, rates)
         if not args.no_memory:
-            mem = {m: run_child(__file__, ["--child-memory", name, m]) for m in ("diffusers", "ours")}
-            for m, r in mem.items():
-                print(f"{m:>10} peak memory: {r['peak_gib']:.2f} GiB total, {r['above_gib']:.2f} GiB above the "
-                      f"{r['weights_gib']:.2f} GiB of weights (+inputs)")
-            print(f"peak above weights, ours / diffusers: {mem['ours']['above_gib'] / mem['diffusers']['above_gib']:.2f}")
+            compare_memory(name)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmark scripts: machine info, allocator settings, timing, peak memory, matmul rate.
+"""Helpers shared by the benchmark scripts: machine info, allocator, timing, peak memory, matmul rate.
 
 Benchmarks are scripts, not tests: run them as `python benchmarks/<script>.py --help`.
 """
@@ -25,7 +25,7 @@ def tune_allocator(mode: str) -> str:
     """Apply process-wide glibc malloc settings; returns a description for the report.
 
     "default": glibc as shipped (large blocks are mmap'ed and returned on free, so every big temporary is
-    page-faulted and zeroed again). "tuned": no mmap, no trimming: freed blocks stay in the heap and are reused.
+    page-faulted and zeroed again). "tuned": no mmap, no trimming: freed blocks stay in the heap for reuse.
     Both models of a comparison always run in the same process, hence under the same setting.
     """
     if mode == "default":
@@ -47,8 +47,12 @@ def machine_info(threads: int) -> dict:
         pass
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu, "logical_cpus": os.cpu_count(), "threads": threads, "torch": torch.__version__,
-        "python": platform.python_version(), "load_avg_1m": round(os.getloadavg()[0], 2),
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
 
@@ -66,8 +70,13 @@ def time_call(fn: Callable[[], object], device: torch.device | str = "cpu") -> f
     return time.perf_counter() - start
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device="cpu",
-                log: Callable[[str], None] = print) -> dict[str, list[float]]:
+def interleaved(
+    fns: dict[str, Callable[[], object]],
+    repeats: int,
+    warmup: int,
+    device="cpu",
+    log: Callable[[str], None] = print,
+) -> dict[str, list[float]]:
     """Time each function `repeats` times, round-robin, so load changes on a shared machine hit all alike."""
     for _ in range(warmup):
         for fn in fns.values():
@@ -85,12 +94,20 @@ def summary(times: list[float]) -> float:
     return statistics.median(times)
 
 
-def matmul_gflops(dtype: torch.dtype, device="cpu", n: int = 4096, repeats: int = 3) -> float:
-    """The machine's own large-matmul rate for `dtype` (best of `repeats` n x n x n products)."""
+def matmul_gflops(
+    dtype: torch.dtype, device="cpu", n: int = 4096, repeats: int = 3, backend="torch"
+) -> float:
+    """The machine's own large-matmul rate for `dtype`: best of `repeats` n x n x n products, through
+    `torch.matmul` (MKL on x86 CPUs) or, with backend="onednn", oneDNN's GEMM (the one our CPU path uses)."""
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
-    a @ b  # warm-up
-    best = min(time_call(lambda: a @ b, device) for _ in range(repeats))
+    if backend == "onednn":
+        fn = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")  # noqa: E731
+    else:
+        fn = lambda: a @ b  # noqa: E731
+    with torch.inference_mode():
+        fn()  # warm-up
+        best = min(time_call(fn, device) for _ in range(repeats))
     return 2 * n**3 / best / 1e9
 
 
@@ -122,7 +139,7 @@ def measure_peak(fn: Callable[[], object]) -> dict:
 
 
 def run_child(script: str, args: list[str]) -> dict:
-    """Run `script` in a fresh process (for memory: no heap left over from another model) and read its JSON."""
+    """Run `script` in a fresh process (for memory: no heap left from another model); parse its JSON line."""
     cmd = [sys.executable, script, *args]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:

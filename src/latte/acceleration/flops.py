@@ -2,15 +2,23 @@
 
 Counts 2 * m * n * k for every matrix product (linears, attention scores and weighted sums, patchify); the
 element-wise work (norms, GELU, modulation, softmax) is left out. The count is the *necessary* work: the text
-projection and the cross-attention keys/values once per step and video (not once per frame), as our model does,
-so both implementations are rated against the same number.
+projection and the cross-attention keys/values once per step and video (not once per frame), as our model
+does, so both implementations are rated against the same number.
 """
 
 from latte.models.latte_t2v import LatteT2VConfig
 
 
-def t2v_forward_flops(config: LatteT2VConfig, batch: int, frames: int, height: int, width: int, text_len: int,
-                      temporal: bool = True, include_text: bool = True) -> int:
+def t2v_forward_flops(
+    config: LatteT2VConfig,
+    batch: int,
+    frames: int,
+    height: int,
+    width: int,
+    text_len: int,
+    temporal: bool = True,
+    include_text: bool = True,
+) -> int:
     """FLOPs of one forward on latents (batch, C, frames, height, width) with `text_len` text tokens.
 
     `include_text=False` leaves out the prompt-only work (text projection, cross-attention K/V), which a
@@ -29,7 +37,9 @@ def t2v_forward_flops(config: LatteT2VConfig, batch: int, frames: int, height: i
         return 4 * linear(tokens, d, d) + 2 * 2 * tokens * seq * d
 
     mlp = linear(tokens, d, 4 * d) + linear(tokens, 4 * d, d)
-    spatial = self_attention(n) + mlp + 2 * linear(tokens, d, d) + 2 * 2 * tokens * text_len * d  # + cross q, out
+    spatial = (
+        self_attention(n) + mlp + 2 * linear(tokens, d, d) + 2 * 2 * tokens * text_len * d
+    )  # + cross q, out
     temporal_block = self_attention(frames) + mlp
     text = linear(text_tokens, config.caption_channels, d) + linear(text_tokens, d, d)
     text += config.num_layers * 2 * linear(text_tokens, d, d)  # cross-attention K and V

@@ -1,8 +1,8 @@
 """Latte-1 text-to-video transformer, with diffusers' `LatteTransformer3DModel` key names and config keys.
 
-Input latents (B, C, F, H, W), timesteps (B,), projected T5 text (B, L, caption_channels). Spatial blocks attend
-within a frame and cross-attend to the text; temporal blocks attend across frames at one patch position. The
-two kinds interleave (the paper's variant 1). A 1-D sin-cos frame table is added once, before the first
+Input latents (B, C, F, H, W), timesteps (B,), projected T5 text (B, L, caption_channels). Spatial blocks
+attend within a frame and cross-attend to the text; temporal blocks attend across frames at one patch
+position. The two kinds interleave (the paper's variant 1). A 1-D sin-cos frame table is added once, before the first
 temporal block; it is built for the actual frame count, so any F >= 1 works.
 
 Letters in shape comments: B batch, F frames, N patches per frame, L text tokens, D width, p patch size.
@@ -29,7 +29,7 @@ from latte.models.io import (
     unwrap_state_dict,
     write_json,
 )
-from latte.models.layers import FeedForward, attention, modulate
+from latte.models.layers import FeedForward, attention, linear, modulate
 
 DIFFUSERS_CLASS_NAME = "LatteTransformer3DModel"
 TIMESTEP_FEATURES = 256  # width of the sin-cos timestep features fed to the timestep MLP
@@ -73,10 +73,13 @@ class LatteT2VConfig:
                 "the text is projected to the model width before cross-attention"
             )
         if self.activation_fn not in _ACTIVATIONS:
-            raise ValueError(f"activation_fn {self.activation_fn!r} is not supported; use one of {list(_ACTIVATIONS)}")
+            raise ValueError(
+                f"activation_fn {self.activation_fn!r} is not supported; use one of {list(_ACTIVATIONS)}"
+            )
         if self.norm_type != "ada_norm_single" or self.norm_elementwise_affine:
             raise ValueError(
-                f"norm_type={self.norm_type!r}, norm_elementwise_affine={self.norm_elementwise_affine} is not a "
+                f"norm_type={self.norm_type!r}, norm_elementwise_affine={self.norm_elementwise_affine} is "
+                "not a "
                 "Latte configuration; Latte uses 'ada_norm_single' without affine LayerNorm parameters"
             )
 
@@ -98,7 +101,11 @@ class LatteT2VConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def to_dict(self) -> dict:
-        return {"_class_name": DIFFUSERS_CLASS_NAME, "_diffusers_version": "0.30.0", **dataclasses.asdict(self)}
+        return {
+            "_class_name": DIFFUSERS_CLASS_NAME,
+            "_diffusers_version": "0.30.0",
+            **dataclasses.asdict(self),
+        }
 
 
 @dataclass
@@ -111,7 +118,9 @@ class TextContext:
     """The prompt-only work of a generation, from `LatteT2VTransformer.prepare_text`: computed once, reused at
     every denoising step (the text never changes between steps)."""
 
-    keys_values: list[tuple[torch.Tensor, torch.Tensor]]  # per spatial block: cross-attention K, V (B, L, D) each
+    keys_values: list[
+        tuple[torch.Tensor, torch.Tensor]
+    ]  # per spatial block: cross-attention K, V (B, L, D) each
     mask: torch.Tensor | None  # SDPA mask (B, 1, 1, L): bool keep-mask or additive bias; None = attend to all
 
     @property
@@ -159,8 +168,8 @@ class _TimestepProjection(nn.Module):
 
 
 class AdaLNSingle(nn.Module):
-    """PixArt-alpha's adaLN-single: one timestep embedding `emb` (B, D) and one modulation `t6` (B, 6D) shared by
-    every block, which adds its own learned `scale_shift_table` to it."""
+    """PixArt-alpha's adaLN-single: one timestep embedding `emb` (B, D) and one modulation `t6` (B, 6D)
+    shared by every block, which adds its own learned `scale_shift_table` to it."""
 
     def __init__(self, width: int):
         super().__init__()
@@ -181,7 +190,7 @@ class CaptionProjection(nn.Module):
         self.linear_2 = nn.Linear(width, width)
 
     def forward(self, text: torch.Tensor) -> torch.Tensor:
-        return self.linear_2(F.gelu(self.linear_1(text), approximate="tanh"))
+        return linear(linear(text, self.linear_1, gelu="tanh"), self.linear_2)
 
 
 #################################################################################
@@ -190,10 +199,17 @@ class CaptionProjection(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head attention with separate q/k/v projections (diffusers' `to_q`, `to_k`, `to_v`, `to_out.0`)."""
+    """Multi-head attention, separate q/k/v projections (diffusers' `to_q`, `to_k`, `to_v`, `to_out.0`)."""
 
-    def __init__(self, width: int, heads: int, head_dim: int, context_dim: int | None = None, bias: bool = True,
-                 dropout: float = 0.0):
+    def __init__(
+        self,
+        width: int,
+        heads: int,
+        head_dim: int,
+        context_dim: int | None = None,
+        bias: bool = True,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         inner = heads * head_dim
         self.heads = heads
@@ -203,52 +219,77 @@ class Attention(nn.Module):
         self.to_out = nn.ModuleList([nn.Linear(inner, width), nn.Dropout(dropout)])
 
     def project_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.to_k(context), self.to_v(context)  # (B, L, H*Dh) each
+        return linear(context, self.to_k), linear(context, self.to_v)  # (B, L, H*Dh) each
 
-    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-                mask: torch.Tensor | None = None):
-        """Self-attention over `x` (B, S, D), or cross-attention to precomputed keys/values `kv` (B, L, H*Dh)."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
+    ):
+        """Self-attention over `x` (B, S, D), or cross-attention to precomputed keys/values (B, L, D)."""
         k, v = self.project_kv(x) if kv is None else kv
-        out = attention(self.to_q(x), k, v, self.heads, mask)
-        return self.to_out[1](self.to_out[0](out))
+        out = attention(linear(x, self.to_q), k, v, self.heads, mask)
+        return self.to_out[1](linear(out, self.to_out[0]))
 
 
 class LatteT2VBlock(nn.Module):
     """Self-attention (+ cross-attention to the text in spatial blocks) + MLP, modulated by adaLN-single.
 
     Tokens arrive per video as (B, S, D) with S = G * T: `group_len` T consecutive tokens form one attention
-    sequence (a frame's N patches for spatial blocks, a patch's F frames for temporal ones). The modulation has
-    one value per video and broadcasts over all S tokens, so it is computed once, not once per frame or patch.
+    sequence (a frame's N patches for spatial blocks, a patch's F frames for temporal ones). The modulation
+    has one value per video and broadcasts over all S tokens: computed once, not once per frame or patch.
     """
 
     def __init__(self, config: LatteT2VConfig, cross_attention: bool):
         super().__init__()
         d, c = config.width, config
         self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=c.norm_eps)
-        self.attn1 = Attention(d, c.num_attention_heads, c.attention_head_dim, bias=c.attention_bias,
-                               dropout=c.dropout)
+        self.attn1 = Attention(
+            d, c.num_attention_heads, c.attention_head_dim, bias=c.attention_bias, dropout=c.dropout
+        )
         self.attn2 = (
-            Attention(d, c.num_attention_heads, c.attention_head_dim, context_dim=c.cross_attention_dim or d,
-                      bias=c.attention_bias, dropout=c.dropout)
-            if cross_attention else None
+            Attention(
+                d,
+                c.num_attention_heads,
+                c.attention_head_dim,
+                context_dim=c.cross_attention_dim or d,
+                bias=c.attention_bias,
+                dropout=c.dropout,
+            )
+            if cross_attention
+            else None
         )
         self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=c.norm_eps)
         self.ff = FeedForward(d, dropout=c.dropout, approximate=_ACTIVATIONS[c.activation_fn])
         self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d**0.5)
 
-    def forward(self, x: torch.Tensor, t6: torch.Tensor, group_len: int,
-                text_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-                text_mask: torch.Tensor | None = None) -> torch.Tensor:
-        b, s, d = x.shape
-        mods = self.scale_shift_table[None] + t6.reshape(b, 6, d)  # (B, 6, D)
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods.chunk(6, dim=1)  # (B, 1, D) each
+    def modulation(self, t6: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """shift, scale, gate (attention), shift, scale, gate (MLP): (B, 1, D) each, one value per video."""
+        b, d = t6.shape[0], self.scale_shift_table.shape[1]
+        return (self.scale_shift_table[None] + t6.reshape(b, 6, d)).chunk(6, dim=1)
 
-        h = modulate(self.norm1(x), shift_msa, scale_msa).reshape(b * s // group_len, group_len, d)
-        x = x + gate_msa * self.attn1(h).reshape(b, s, d)
+    def attention_input(self, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(shift, self.norm1(x), 1 + scale)  # modulate(LN(x), shift, scale)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t6: torch.Tensor,
+        group_len: int,
+        text_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        text_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        b, s, d = x.shape
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.modulation(t6)
+
+        # addcmul: modulation and gated residuals in one pass each: x + gate * f(LN(x) * (1 + scale) + shift).
+        h = self.attention_input(x, shift_msa, scale_msa).reshape(b * s // group_len, group_len, d)
+        x = torch.addcmul(x, gate_msa, self.attn1(h).reshape(b, s, d))
         if self.attn2 is not None:
-            # Every query of a video sees the same text, so one (B, S) x (B, L) attention equals the per-frame one.
+            # Every query of a video sees the same text: one (B, S) x (B, L) attention = the per-frame one.
             x = x + self.attn2(x, text_kv, text_mask)
-        x = x + gate_mlp * self.ff(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        x = torch.addcmul(x, gate_mlp, self.ff(torch.addcmul(shift_mlp, self.norm2(x), 1 + scale_mlp)))
         return x
 
 
@@ -258,7 +299,7 @@ class LatteT2VBlock(nn.Module):
 
 
 class LatteT2VTransformer(nn.Module):
-    """Latte-1 text-to-video denoiser. `forward(latents (B, C, F, H, W), timestep (B,), text (B, L, Ctext))`."""
+    """Latte-1 text-to-video denoiser: `forward(latents (B, C, F, H, W), timestep (B,), text (B, L, Ct))`."""
 
     def __init__(self, config: LatteT2VConfig | None = None, **kwargs):
         super().__init__()
@@ -299,8 +340,14 @@ class LatteT2VTransformer(nn.Module):
         """(N, D) patch positions; a grid unlike the trained one is stretched onto the trained range."""
         c = self.config
         base = c.sample_size // c.patch_size
-        return sincos_2d(c.width, grid_h, grid_w, base_size=base, interpolation_scale=max(c.sample_size // 64, 1),
-                         device=device)
+        return sincos_2d(
+            c.width,
+            grid_h,
+            grid_w,
+            base_size=base,
+            interpolation_scale=max(c.sample_size // 64, 1),
+            device=device,
+        )
 
     def temporal_table(self, num_frames: int, device: torch.device) -> torch.Tensor:
         """(F, D) frame positions 0..F-1."""
@@ -310,10 +357,14 @@ class LatteT2VTransformer(nn.Module):
     def check_latents(self, shape: tuple[int, ...]) -> None:
         c = self.config
         if len(shape) != 5:
-            raise ValueError(f"latents must be (batch, channels, frames, height, width), got shape {tuple(shape)}")
+            raise ValueError(
+                f"latents must be (batch, channels, frames, height, width), got shape {tuple(shape)}"
+            )
         _, channels, frames, height, width = shape
         if channels != c.in_channels:
-            raise ValueError(f"latents have {channels} channels; this model takes in_channels={c.in_channels}")
+            raise ValueError(
+                f"latents have {channels} channels; this model takes in_channels={c.in_channels}"
+            )
         if frames < 1:
             raise ValueError(f"need at least 1 frame, got {frames}")
         if height % c.patch_size or width % c.patch_size:
@@ -321,8 +372,9 @@ class LatteT2VTransformer(nn.Module):
                 f"latent height and width ({height} x {width}) must be multiples of patch_size={c.patch_size}"
             )
 
-    def prepare_text(self, encoder_hidden_states: torch.Tensor,
-                     encoder_attention_mask: torch.Tensor | None = None) -> TextContext:
+    def prepare_text(
+        self, encoder_hidden_states: torch.Tensor, encoder_attention_mask: torch.Tensor | None = None
+    ) -> TextContext:
         """Everything that depends only on the prompt: the caption projection and every spatial block's
         cross-attention keys and values. Compute it once per generation and pass it to `forward` in place of
         `encoder_hidden_states`; diffusers redoes this work at every step (and the K/V once per frame)."""
@@ -349,54 +401,86 @@ class LatteT2VTransformer(nn.Module):
 
         `timestep`: (B,), a single value or an int. `encoder_hidden_states`: (B, L, caption_channels), or the
         `TextContext` from `prepare_text` (then the mask is already inside it).
-        `encoder_attention_mask`: (B, L) with 1/True = attend, 0/False = ignore, or an additive bias (B, 1, L).
+        `encoder_attention_mask`: (B, L), 1/True = attend, 0/False = ignore, or an additive bias (B, 1, L).
         `sample_channels`: compute only the first k output channels (e.g. the 4 epsilon channels when the
         scheduler does not use the learned variance); default all.
         Returns `Transformer3DOutput(sample=(B, C_out, F, H, W))`, or a 1-tuple when `return_dict=False`.
         """
-        c = self.config
-        self.check_latents(tuple(hidden_states.shape))
-        b, _, frames, height, width = hidden_states.shape
-        p, dtype = c.patch_size, self.dtype
-        grid_h, grid_w = height // p, width // p
-        timestep = torch.as_tensor(timestep, device=hidden_states.device).reshape(-1)
-        if timestep.numel() == 1:
-            timestep = timestep.expand(b)
+        context = self.text_context(encoder_hidden_states, encoder_attention_mask, hidden_states.shape[0])
+        x, emb, t6 = self.embed(hidden_states, timestep)  # (B, F*N, D), (B, D), (B, 6D)
+        x = self.run_blocks(x, t6, context, hidden_states.shape[2], enable_temporal_attentions)
+        out = self.unembed(x, emb, hidden_states.shape, sample_channels)
+        return Transformer3DOutput(sample=out) if return_dict else (out,)
+
+    # The forward pass in phases, also used by the cache wrappers in latte.acceleration.
+    def text_context(
+        self,
+        encoder_hidden_states: torch.Tensor | TextContext,
+        encoder_attention_mask: torch.Tensor | None,
+        batch: int,
+    ) -> TextContext:
+        """`encoder_hidden_states` as a TextContext (computed here unless the caller prepared it)."""
         if isinstance(encoder_hidden_states, TextContext):
             if encoder_attention_mask is not None:
-                raise ValueError("encoder_attention_mask must be None with a TextContext: prepare_text took the mask")
+                raise ValueError(
+                    "encoder_attention_mask must be None with a TextContext: prepare_text took the mask"
+                )
             context = encoder_hidden_states
         else:
             context = self.prepare_text(encoder_hidden_states, encoder_attention_mask)
-        if context.batch_size != b:
-            raise ValueError(f"the text has batch size {context.batch_size}, the latents {b}")
-        out_channels = c.output_channels if sample_channels is None else sample_channels
-        if not 1 <= out_channels <= c.output_channels:
-            raise ValueError(f"sample_channels={sample_channels} must be in 1..{c.output_channels}")
+        if context.batch_size != batch:
+            raise ValueError(f"the text has batch size {context.batch_size}, the latents {batch}")
+        return context
 
+    def embed(self, hidden_states: torch.Tensor, timestep: torch.Tensor | int):
+        """Latents (B, C, F, H, W) -> tokens (B, F*N, D) frame-major, timestep embedding (B, D) and
+        modulation (B, 6D)."""
+        c = self.config
+        self.check_latents(tuple(hidden_states.shape))
+        b, _, _, height, width = hidden_states.shape
+        dtype = self.dtype
+        timestep = torch.as_tensor(timestep, device=hidden_states.device).reshape(-1)
+        if timestep.numel() == 1:
+            timestep = timestep.expand(b)
         x = rearrange(hidden_states.to(dtype), "b c f h w -> (b f) c h w")
         x = self.pos_embed(x)  # (B*F, N, D)
-        x = (x + self.spatial_table(grid_h, grid_w, x.device)).to(dtype)
+        x = (x + self.spatial_table(height // c.patch_size, width // c.patch_size, x.device)).to(dtype)
         x = rearrange(x, "(b f) n d -> b (f n) d", b=b)  # spatial order: frame-major
         emb, t6 = self.adaln_single(timestep, dtype)  # (B, D), (B, 6D)
-        n = grid_h * grid_w
+        return x, emb, t6
 
-        for i, (spatial, temporal) in enumerate(zip(self.transformer_blocks, self.temporal_transformer_blocks)):
+    def run_blocks(
+        self, x: torch.Tensor, t6: torch.Tensor, context: TextContext, frames: int, temporal: bool = True
+    ) -> torch.Tensor:
+        """All (spatial, temporal) block pairs on tokens (B, F*N, D), frame-major in and out."""
+        n = x.shape[1] // frames
+        for i, (spatial, temporal_block) in enumerate(
+            zip(self.transformer_blocks, self.temporal_transformer_blocks, strict=True)
+        ):
             x = self._run(spatial, x, t6, n, context.keys_values[i], context.mask)
-            if enable_temporal_attentions:
+            if temporal:
                 x = rearrange(x, "b (f n) d -> b (n f) d", f=frames)  # patch-major
                 if i == 0 and frames > 1:
                     x = x + self.temporal_table(frames, x.device).to(x.dtype).repeat(n, 1)  # (N*F, D)
-                x = self._run(temporal, x, t6, frames)
+                x = self._run(temporal_block, x, t6, frames)
                 x = rearrange(x, "b (n f) d -> b (f n) d", f=frames)
+        return x
 
+    def unembed(
+        self, x: torch.Tensor, emb: torch.Tensor, shape: tuple[int, ...], sample_channels: int | None = None
+    ) -> torch.Tensor:
+        """Final modulated projection, unpatchify: tokens (B, F*N, D) -> (B, k, F, H, W), latents `shape`."""
+        c, p = self.config, self.config.patch_size
+        channels = c.output_channels if sample_channels is None else sample_channels
+        if not 1 <= channels <= c.output_channels:
+            raise ValueError(f"sample_channels={sample_channels} must be in 1..{c.output_channels}")
+        _, _, frames, height, _ = shape
         shift, scale = (self.scale_shift_table[None] + emb[:, None]).chunk(2, dim=1)  # (B, 1, D) each
-        x = self._project_out(modulate(self.norm_out(x), shift, scale), out_channels)  # (B, F*N, p*p*k)
-        out = rearrange(x, "b (f h w) (p q c) -> b c f (h p) (w q)", f=frames, h=grid_h, p=p, q=p)
-        return Transformer3DOutput(sample=out) if return_dict else (out,)
+        x = self._project_out(modulate(self.norm_out(x), shift, scale), channels)  # (B, F*N, p*p*k)
+        return rearrange(x, "b (f h w) (p q c) -> b c f (h p) (w q)", f=frames, h=height // p, p=p, q=p)
 
     def _project_out(self, x: torch.Tensor, channels: int) -> torch.Tensor:
-        """`proj_out` restricted to the output rows of the first `channels` channels (feature order [p][q][c])."""
+        """`proj_out` restricted to the rows of the first `channels` channels (feature order [p][q][c])."""
         if channels == self.config.output_channels:
             return self.proj_out(x)
         d, pp = self.config.width, self.config.patch_size**2
@@ -417,8 +501,10 @@ class LatteT2VTransformer(nn.Module):
         if mask.ndim == 3 and mask.shape[0] == batch and mask.shape[1] == 1:
             return mask.to(dtype)[:, None]  # additive bias
         if mask.ndim != 2 or mask.shape[0] != batch:
-            raise ValueError(f"encoder_attention_mask must be (batch={batch}, tokens) or (batch, 1, tokens), "
-                             f"got {tuple(mask.shape)}")
+            raise ValueError(
+                f"encoder_attention_mask must be (batch={batch}, tokens) or (batch, 1, tokens), "
+                f"got {tuple(mask.shape)}"
+            )
         return mask.bool()[:, None, None, :]
 
     # ----------------------------------------------------------------- init
@@ -453,9 +539,13 @@ class LatteT2VTransformer(nn.Module):
 
     # ----------------------------------------------------------------- loading and saving
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, subfolder: str | None = None,
-                        torch_dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
-                        ) -> "LatteT2VTransformer":
+    def from_pretrained(
+        cls,
+        folder: str | os.PathLike,
+        subfolder: str | None = None,
+        torch_dtype: torch.dtype | None = None,
+        device: str | torch.device = "cpu",
+    ) -> "LatteT2VTransformer":
         """Load a diffusers-layout folder (`config.json` + safetensors, single or sharded)."""
         folder = Path(folder) / (subfolder or "")
         if not folder.is_dir():
@@ -464,8 +554,14 @@ class LatteT2VTransformer(nn.Module):
         return cls.from_state_dict(load_weights(folder), config, str(folder), torch_dtype, device)
 
     @classmethod
-    def from_state_dict(cls, state_dict: dict, config: LatteT2VConfig, source: str = "state dict",
-                        torch_dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
+    def from_state_dict(
+        cls,
+        state_dict: dict,
+        config: LatteT2VConfig,
+        source: str = "state dict",
+        torch_dtype: torch.dtype | None = None,
+        device: str | torch.device = "cpu",
+    ):
         with torch.device("meta"):
             model = cls(config)
         load_strict(model, state_dict, source)
@@ -473,9 +569,11 @@ class LatteT2VTransformer(nn.Module):
         return model.eval()
 
     @classmethod
-    def from_original(cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None, **config_overrides):
-        """Load an original Latte `t2v.pt`-style pickle (`{"ema": ...}`, `{"model": ...}` or a bare state dict),
-        inferring the sizes from the tensors. Heads default to width // 72 (Latte-1's head width)."""
+    def from_original(
+        cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None, **config_overrides
+    ):
+        """Load an original Latte `t2v.pt`-style pickle (`{"ema": ...}`, `{"model": ...}` or a bare state
+        dict), inferring the sizes from the tensors. Heads default to width // 72 (Latte-1's head width)."""
         state = unwrap_state_dict(load_torch_checkpoint(path))
         for table in ("temp_pos_embed", "pos_embed.pos_embed"):
             state.pop(table, None)  # fixed sin-cos tables, rebuilt for the actual shape
@@ -502,7 +600,12 @@ def infer_t2v_config(state: dict, source: str) -> LatteT2VConfig:
     layers = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("transformer_blocks."))
     head_dim = 72 if width % 72 == 0 else 64 if width % 64 == 0 else width
     return LatteT2VConfig(
-        num_attention_heads=width // head_dim, attention_head_dim=head_dim, in_channels=in_channels,
-        out_channels=out_features // patch**2, num_layers=layers, cross_attention_dim=width, patch_size=patch,
+        num_attention_heads=width // head_dim,
+        attention_head_dim=head_dim,
+        in_channels=in_channels,
+        out_channels=out_features // patch**2,
+        num_layers=layers,
+        cross_attention_dim=width,
+        patch_size=patch,
         caption_channels=caption_channels,
     )

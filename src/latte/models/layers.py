@@ -16,6 +16,33 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mas
     return rearrange(out, "b h l d -> b l (h d)")
 
 
+# oneDNN's fused linear (the op inductor uses on CPU); absent from builds without oneDNN.
+_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def linear(x: torch.Tensor, layer: nn.Linear, gelu: str | None = None) -> torch.Tensor:
+    """`layer(x)`, followed by GELU when `gelu` names its approximation ("tanh" or "none").
+
+    At CPU inference this is one oneDNN call, bias and GELU fused into the GEMM: no bias-broadcast copy and
+    no separate activation pass, and oneDNN's AVX-512 GEMM ran about 2x faster than MKL's on the AMD CPU we
+    measured. With autograd, on other devices and under torch.compile (which fuses by itself) it is the plain
+    ops; the two agree to float rounding.
+    """
+    w = layer.weight
+    if (
+        _ONEDNN_LINEAR
+        and x.device.type == "cpu"
+        and x.dtype == w.dtype
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
+        and not torch.compiler.is_compiling()
+    ):
+        activation = "gelu" if gelu else "none"
+        return torch.ops.mkldnn._linear_pointwise(x, w, layer.bias, activation, [], gelu or "")
+    out = layer(x)
+    return out if gelu is None else F.gelu(out, approximate=gelu)
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN modulation `x * (1 + scale) + shift`; shift and scale broadcast over tokens."""
     return x * (1 + scale) + shift
@@ -43,4 +70,7 @@ class FeedForward(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        if self.training:  # dropout is active
+            return self.net(x)
+        gelu_projection, _, out = self.net
+        return linear(linear(x, gelu_projection.proj, gelu_projection.approximate), out)
