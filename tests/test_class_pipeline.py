@@ -177,5 +177,7 @@ def test_original_checkpoint_and_folder_round_trip(tmp_path):
     assert type(loaded.scheduler).__name__ == "DDPMScheduler"
     assert loaded.scheduler.config.variance_type == "learned_range"
     assert torch.equal(loaded([1, 2], generator=torch.Generator().manual_seed(0), **run).frames, first)
+    (tmp_path / "folder" / "model_index.json").unlink()  # the trainer's export writes none
+    assert LatteClassPipeline.from_pretrained(tmp_path / "folder").transformer.config.num_classes == 3
     with pytest.raises(FileNotFoundError):
         LatteClassPipeline.from_pretrained(tmp_path / "nowhere")

@@ -166,7 +166,8 @@ class LatteConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def to_dict(self) -> dict:
-        return {"_class_name": CLASS_NAME, **dataclasses.asdict(self)}
+        """The fields (constructor keywords); `save_pretrained` adds `_class_name` to config.json."""
+        return dataclasses.asdict(self)
 
 
 def _size_factory(size: str, patch: int) -> Callable[..., LatteConfig]:
@@ -640,7 +641,7 @@ class Latte(nn.Module):
     def save_pretrained(self, folder: str | os.PathLike, max_shard_size: int | None = None) -> Path:
         folder = Path(folder)
         save_weights(self.state_dict(), folder, max_shard_size=max_shard_size)
-        write_json(folder / "config.json", self.config.to_dict())
+        write_json(folder / "config.json", {"_class_name": CLASS_NAME, **self.config.to_dict()})
         return folder
 
     def save_original(self, path: str | os.PathLike) -> Path:

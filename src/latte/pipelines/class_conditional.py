@@ -107,14 +107,17 @@ class LatteClassPipeline:
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, torch_dtype: torch.dtype | None = None):
         """Load `model_index.json`, `transformer/` (our Latte folder), `vae/` (AutoencoderKL), `scheduler/`.
+
+        A folder without `model_index.json` (as `latte export` writes for class-conditional runs) loads too.
         """
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
-        index = read_json(folder / "model_index.json")
-        if index.get("_class_name") != PIPELINE_CLASS_NAME:
-            raise ValueError(f"{folder / 'model_index.json'} describes a {index.get('_class_name')!r}, not a "
-                             f"{PIPELINE_CLASS_NAME} (for LattePipeline folders use `latte generate`)")
+        if (folder / "model_index.json").is_file():
+            index = read_json(folder / "model_index.json")
+            if index.get("_class_name") != PIPELINE_CLASS_NAME:
+                raise ValueError(f"{folder / 'model_index.json'} describes a {index.get('_class_name')!r}, "
+                                 f"not a {PIPELINE_CLASS_NAME} (LattePipeline folders: `latte generate`)")
         return cls(vae=load_vae(folder / "vae", torch_dtype),
                    transformer=Latte.from_pretrained(folder / "transformer", torch_dtype=torch_dtype),
                    scheduler=load_scheduler(folder / "scheduler"))
