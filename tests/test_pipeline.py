@@ -1,12 +1,13 @@
-"""Our LattePipeline against diffusers' LattePipeline built from the same tiny components, and batch semantics."""
+"""Our LattePipeline against diffusers' LattePipeline built from the same tiny components, and batch
+semantics."""
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, LattePipeline as DiffusersLattePipeline
-from diffusers import LatteTransformer3DModel
-from tiny_components import LATTE1_SCHEDULER, TINY_TRANSFORMER, build_tiny_components
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, LatteTransformer3DModel
+from diffusers import LattePipeline as DiffusersLattePipeline
 
 from latte import LattePipeline
+from tiny_components import LATTE1_SCHEDULER, TINY_TRANSFORMER, build_tiny_components
 
 TOL = 1e-4  # frames are in [0, 1]
 STEPS = 3
@@ -18,8 +19,8 @@ def components():
 
 
 def diffusers_pipeline(components, scheduler_cls):
-    """diffusers' pipeline on the same weights. Its side of the scheduler has no `variance_type`: with Latte-1's
-    `learned_range` diffusers hands DDIM 8 channels and crashes (and DPM-Solver keeps 3 of them)."""
+    """diffusers' pipeline on the same weights. Its side of the scheduler has no `variance_type`: with
+    Latte-1's `learned_range` diffusers hands DDIM 8 channels and crashes (and DPM-Solver keeps 3 of them)."""
     transformer = LatteTransformer3DModel(**TINY_TRANSFORMER).eval()
     transformer.load_state_dict(components["transformer"].state_dict())
     config = {k: v for k, v in LATTE1_SCHEDULER.items() if k != "variance_type"}

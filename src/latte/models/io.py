@@ -25,11 +25,19 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, default_mode())  # mkstemp creates 0600 files; give the usual rw-r--r--
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def default_mode(directory: bool = False) -> int:
+    """The mode `open()` / `mkdir()` would give a new file / folder (0o666 / 0o777 minus the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
 
 
 def write_json(path: str | os.PathLike, data: Mapping) -> Path:

@@ -69,7 +69,7 @@ def load_text_encoder(folder: Path, cls, torch_dtype: torch.dtype | None = None)
         raise FileNotFoundError(f"missing file {folder / 'config.json'}")
     try:
         return cls.from_pretrained(str(folder), dtype=torch_dtype).eval()
-    except (OSError, ValueError, RuntimeError) as err:
+    except Exception as err:  # transformers raises many types (OSError, SafetensorError, ...) for a bad file
         raise ValueError(f"cannot load the text encoder in {folder}: {err}") from err
 
 

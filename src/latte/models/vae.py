@@ -33,7 +33,7 @@ def load_vae(folder: str | os.PathLike, torch_dtype: torch.dtype | None = None):
         raise FileNotFoundError(f"no weights in {folder}: expected diffusion_pytorch_model.safetensors")
     try:
         return AutoencoderKL.from_pretrained(str(folder), torch_dtype=torch_dtype).eval()
-    except (OSError, ValueError, RuntimeError, KeyError) as err:
+    except Exception as err:  # diffusers raises many types (OSError, SafetensorError, ...) for a bad file
         raise ValueError(f"cannot load the VAE in {folder}: {err}") from err
 
 

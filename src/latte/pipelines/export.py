@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latte.models.io import atomic_write
+from latte.models.io import atomic_write, default_mode
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,21 @@ def as_uint8_frames(frames) -> np.ndarray:
     return frames
 
 
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Fail early, naming the path, when `path` has an unsupported suffix or cannot be written."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix and suffix not in VIDEO_SUFFIXES and not path.is_dir():
+        raise ValueError(f"unsupported video format {path.suffix!r} for {path}: use .mp4, .gif or a folder")
+    existing = next(p for p in (path, *path.parents) if p.exists())  # the first ancestor that exists
+    if existing != path and not existing.is_dir():
+        raise OSError(f"cannot write {path}: {existing} is a file, not a folder")
+    parent = existing if existing != path else path.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OSError(f"cannot write {path}: no write permission in {parent}")
+    return path
+
+
 def export_video(frames, path: str | os.PathLike, fps: float = 8, quality: float = 8.0) -> Path:
     """Write `frames` (one video, see `as_uint8_frames`) to `path` and return it.
 
@@ -51,12 +66,8 @@ def export_video(frames, path: str | os.PathLike, fps: float = 8, quality: float
     CRF = 51 - 4.1 * quality (8 -> CRF 18, visually lossless). The file (or folder) appears only when
     complete.
     """
-    path = Path(path)
+    path = check_output_path(path)
     suffix = path.suffix.lower()
-    if suffix and suffix not in VIDEO_SUFFIXES and not path.is_dir():
-        raise ValueError(
-            f"unsupported video format {path.suffix!r} for {path}: use .mp4, .gif or a folder path"
-        )
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     if not 0 <= quality <= 10:
@@ -107,6 +118,7 @@ def _write_png_folder(frames: np.ndarray, folder: Path) -> Path:
     try:
         for i, frame in enumerate(frames):
             Image.fromarray(frame).save(tmp / f"frame_{i:04d}.png")
+        os.chmod(tmp, default_mode(directory=True))  # mkdtemp makes it private
         if folder.is_dir():
             shutil.rmtree(folder)
         os.replace(tmp, folder)

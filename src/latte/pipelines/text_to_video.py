@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from latte.models.io import read_json, write_json
+from latte.models.io import default_mode, read_json, write_json
 from latte.models.latte_t2v import DIFFUSERS_CLASS_NAME, LatteT2VTransformer
 from latte.models.text_encoder import (
     TOKENIZER_CLASSES,
@@ -277,6 +277,7 @@ class LattePipeline:
                 class_name = DIFFUSERS_CLASS_NAME if name == "transformer" else type(component).__name__
                 index[name] = [library, class_name]
             write_json(tmp / "model_index.json", index)
+            os.chmod(tmp, default_mode(directory=True))  # mkdtemp makes it private
             if folder.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
                 os.replace(folder, old / folder.name)
