@@ -48,3 +48,34 @@ def make_components(folder: Path) -> Path:
     vae.register_to_config(scaling_factor=5.5)
     vae.save_pretrained(str(folder / "vae"))
     return folder
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def distributed_worker(rank: int, world: int, port: int, cfg: Config) -> None:
+    """One torchrun-like process (gloo on the CPU) training `cfg`; target of torch.multiprocessing.spawn."""
+    import os
+
+    import torch.distributed as dist
+
+    from latte.training.train import train
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )
+    torch.set_num_threads(1)
+    try:
+        train(cfg)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -377,16 +377,23 @@ class MetricsLog:
 
 
 def wrap_parallel(model: nn.Module, cfg: Config, ranks: Dist, device: torch.device) -> nn.Module:
+    """DDP, or FSDP (version 2, `fully_shard`): one shard group per sub-layer of each transformer block, the
+    rest of the model in the root group."""
     if ranks.world == 1:
         return model
     if cfg.train.parallel == "fsdp":
+        from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
-        blocks = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
-        for block_list in blocks:
-            for block in block_list:
-                fully_shard(block)
-        return fully_shard(model)
+        mesh = init_device_mesh(device.type, (ranks.world,))
+        for blocks in (m for m in model.children() if isinstance(m, nn.ModuleList)):
+            for block in blocks:
+                for name, layer in block.named_children():
+                    # The T2V model projects cross-attention keys/values (attn2) in its own forward, once
+                    # per step, outside the block: those weights must stay in the root group.
+                    if name != "attn2" and any(True for _ in layer.parameters()):
+                        fully_shard(layer, mesh=mesh)
+        return fully_shard(model, mesh=mesh)
     return nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None
     )
