@@ -76,6 +76,8 @@ def disk_size(path: Path) -> int:
 
 
 def _class_name(folder: Path) -> str:
+    if not folder.is_dir():
+        return "?"
     for name in ("config.json", "scheduler_config.json", "tokenizer_config.json"):
         if (folder / name).is_file():
             data = json.loads((folder / name).read_text())
@@ -92,8 +94,11 @@ def folder_report(folder: Path) -> list[str]:
         components = [(name, folder / name) for name in index if not name.startswith("_")]
     elif (folder / "config.json").is_file():
         lines, components = [], [(folder.name, folder)]
-    else:
-        raise ValueError(f"{folder} holds neither model_index.json nor config.json")
+    else:  # component folders without an index (e.g. a training export)
+        components = [(sub.name, sub) for sub in sorted(folder.iterdir()) if _class_name(sub) != "?"]
+        if not components:
+            raise ValueError(f"{folder} holds no model_index.json, config.json or component folders")
+        lines = [f"{folder}: {_mib(disk_size(folder))} on disk"]
     for name, sub in components:
         if not sub.is_dir():
             lines.append(f"  {name:<14} missing folder {sub}")
@@ -102,6 +107,10 @@ def folder_report(folder: Path) -> list[str]:
         params = f"{count / 1e6:10.2f} M params  {','.join(dtypes):<9}" if count else f"{'':>28}"
         lines.append(f"  {name:<14} {_class_name(sub):<26} {params} {_mib(disk_size(sub)):>10}")
     return lines
+
+
+def _giga(flops: int) -> str:
+    return f"{flops / 1e9:10.2f} G" if flops >= 1e8 else f"{flops / 1e6:10.2f} M"
 
 
 def _mib(nbytes: int) -> str:
@@ -148,11 +157,11 @@ def config_report(config, name: str, batch: int = 1, use_image_num: int = 0) -> 
         f"  trainable parameters   {trainable / 1e6:10.2f} M  ({trainable:,})",
         f"  frozen sin-cos tables  {sum(tables.values()) / 1e6:10.2f} M  "
         f"({', '.join(f'{k} {v:,}' for k, v in tables.items())}; not trained)",
-        f"  FLOPs per forward      {flops['total'] / 1e9:10.2f} G  (batch {batch}"
+        f"  FLOPs per forward      {_giga(flops['total'])}  (batch {batch}"
         f"{f', {use_image_num} stills' if use_image_num else ''}; matmuls and attention products, "
         "2 per multiply-add)",
     ]
-    lines += [f"    {part:<20} {value / 1e9:10.2f} G" for part, value in flops.items() if part != "total"]
+    lines += [f"    {part:<20} {_giga(value)}" for part, value in flops.items() if part != "total"]
     return lines
 
 

@@ -520,7 +520,8 @@ class Latte(nn.Module):
         `use_image_num` I: the last I frames of x are stills (image-video joint training): they pass patch
         embedding, the spatial attention and the final layer, never the temporal attention or table.
         `class_labels`: (B,) one label per item (its stills share it), or (B, 1 + I): the video's label, then
-        one per still; label `num_classes` is the null class. Must be None for an unconditional model.
+        one per still; label `num_classes` is the null class. Unconditional models ignore them, like the
+        original (so a trainer may pass a data set's labels to any model).
         """
         c = self.config
         b, frames, num_video, grid_h, grid_w = self._check_input(x, use_image_num)
@@ -538,8 +539,6 @@ class Latte(nn.Module):
         if c.num_classes:
             y_emb = self.y_embedder(self._frame_labels(class_labels, b, fv, use_image_num, x.device))
             cond = cond + y_emb  # (B, F, D)
-        elif class_labels is not None:
-            raise ValueError("this model is unconditional (num_classes=0); pass class_labels=None")
 
         if c.conditioning == "tokens":
             extra = [cond] if c.num_classes == 0 else [t_emb[:, None].expand_as(y_emb), y_emb]
