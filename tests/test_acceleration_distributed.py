@@ -3,10 +3,10 @@
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from tiny_components import build_tiny_components
 
 from latte.acceleration.distributed import CFGParallel, generate_spread
 from latte.pipelines import LattePipeline
+from tiny_components import build_tiny_components
 
 PROMPTS = ["a red circle moves left", "a blue square moves right", "a yellow star spins slowly"]
 ARGS = dict(num_inference_steps=3, video_length=2, height=32, width=32, output_type="pt")
