@@ -82,6 +82,7 @@ def resolve_model(model: Path | None) -> Path:
 def generate(options: GenerateOptions) -> Path:
     """Load the model, generate one video, write it; returns the written path."""
     import torch
+    import transformers
 
     from latte.models.io import read_json
     from latte.pipelines import LattePipeline
@@ -98,10 +99,11 @@ def generate(options: GenerateOptions) -> Path:
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[options.dtype]
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
+    transformers.utils.logging.disable_progress_bar()  # per-tensor "Loading weights" bars: noise here
     pipe = LattePipeline.from_pretrained(model, torch_dtype=dtype).to(device)
     if options.scheduler:
         pipe.scheduler = make_scheduler(options.scheduler, pipe.scheduler.config)
-    frames = chosen["frames"] or pipe.transformer.config.video_length
+    frames = pipe.transformer.config.video_length if chosen["frames"] is None else chosen["frames"]
     logger.info("%s: %d frames, %d steps of %s, guidance %s, seed %d", model, frames, chosen["steps"],
                 type(pipe.scheduler).__name__, chosen["guidance"], options.seed)
     video = pipe(
