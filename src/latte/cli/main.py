@@ -12,6 +12,7 @@ COMMAND_MODULES = [
     "latte.cli.sample",
     "latte.cli.convert",
     "latte.cli.info",
+    "latte.cli.evaluate",
 ]
 
 

@@ -1,0 +1,1 @@
+"""Evaluation: prompt adherence on the synthetic shapes domain (`adherence`)."""

@@ -1,0 +1,138 @@
+"""Build the frozen parts of the shipped `latte-shapes` model: VAE, T5 encoder, tokenizer, scheduler.
+
+    python scripts/build_shapes_components.py OUT_DIR [--vae-steps 3000]
+
+writes OUT_DIR/{vae,text_encoder,tokenizer,scheduler}/ in the Latte-1 (diffusers) layout; `latte train
+configs/latte-shapes.yaml` then trains the transformer on top of them and `latte export` assembles the model.
+
+- vae/: a small diffusers `AutoencoderKL` (4 latent channels, 8x downsampling as in Latte-1), trained here
+  on frames of the synthetic domain; its `scaling_factor` is 1 / std of the trained latents (SD's 0.18215
+  plays the same role).
+- text_encoder/: a 2-layer `T5EncoderModel` with random, seeded weights. It is frozen: the transformer
+  learns to read its features, exactly as Latte-1 reads a frozen T5-XXL.
+- tokenizer/: a sentencepiece model trained on every caption of the domain.
+- scheduler/: DPM-Solver++ (2nd order multistep) over Latte's 1000-step linear beta schedule.
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DPMSolverMultistepScheduler
+from tqdm import tqdm
+
+from latte.data.synthetic import SyntheticShapes, all_captions
+from latte.models.text_encoder import train_tokenizer
+
+log = logging.getLogger("build_shapes_components")
+
+FRAME_SIZE = 64
+
+
+def vae_config(downsample: int) -> dict:
+    """A small AutoencoderKL; `downsample` (4 or 8) = 2 ** (number of blocks - 1)."""
+    channels = {4: (16, 32, 64), 8: (16, 32, 64, 64)}
+    if downsample not in channels:
+        raise ValueError(f"downsample must be one of {sorted(channels)}, got {downsample}")
+    n = len(channels[downsample])
+    return dict(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=channels[downsample],
+        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+        layers_per_block=1, norm_num_groups=8, sample_size=FRAME_SIZE,
+    )
+
+
+def random_frames(dataset: SyntheticShapes, batch: int, g: torch.Generator) -> torch.Tensor:
+    """`batch` random frames (B, 3, H, W) in [-1, 1] from random clips of `dataset`."""
+    frames = []
+    for i in torch.randint(len(dataset), (batch,), generator=g).tolist():
+        video = dataset[i]["video"]  # (3, F, H, W)
+        frames.append(video[:, int(torch.randint(video.shape[1], (1,), generator=g))])
+    return torch.stack(frames)
+
+
+def train_vae(downsample: int = 8, steps: int = 3000, batch: int = 16, lr: float = 1e-3,
+              kl_weight: float = 1e-6, seed: int = 0) -> AutoencoderKL:
+    """Train the frame autoencoder on the domain's training clips (L1 reconstruction + a light KL)."""
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**vae_config(downsample))
+    dataset = SyntheticShapes(100_000, size=FRAME_SIZE, seed=seed + 1, split="train")
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    bar = tqdm(range(steps), desc="vae", unit="step")
+    for _ in bar:
+        x = random_frames(dataset, batch, g)
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample(generator=g)).sample
+        rec_loss = F.l1_loss(recon, x)
+        kl = posterior.kl().mean() / x[0].numel()  # per pixel value, so the weight is resolution-free
+        loss = rec_loss + kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(l1=f"{rec_loss.item():.4f}", kl=f"{kl.item():.1f}")
+    vae.eval().requires_grad_(False)
+    # Unit-variance latents for the diffusion model, like SD's 0.18215.
+    with torch.no_grad():
+        latents = vae.encode(random_frames(dataset, 256, g)).latent_dist.sample(generator=g)
+    vae.register_to_config(scaling_factor=round(1.0 / latents.std().item(), 5))
+    log.info("vae: final l1 %.4f, scaling_factor %s", rec_loss.item(), vae.config.scaling_factor)
+    return vae
+
+
+def build_text_components(folder: Path, width: int = 128, seed: int = 0):
+    """A sentencepiece tokenizer trained on the domain's captions and a small random, frozen T5 encoder."""
+    from transformers import T5Config, T5EncoderModel
+
+    captions = all_captions()
+    # Each word of the domain also as a line of its own (300 times): sentencepiece then keeps the colour,
+    # shape and motion words whole (on captions alone it splits most words into letters).
+    words = sorted({w for c in captions for w in c.split()})
+    tokenizer = train_tokenizer(captions + words * 300, folder / "tokenizer", vocab_size=72)
+    config = T5Config(
+        vocab_size=len(tokenizer), d_model=width, d_kv=width // 4, d_ff=2 * width, num_layers=2, num_heads=4,
+        dropout_rate=0.0, feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False,
+    )
+    torch.manual_seed(seed)
+    encoder = T5EncoderModel(config).eval()
+    encoder.save_pretrained(str(folder / "text_encoder"))
+    log.info("text: %d tokens in the vocabulary, T5 width %d", len(tokenizer), width)
+    return tokenizer, encoder
+
+
+def build_scheduler() -> DPMSolverMultistepScheduler:
+    """DPM-Solver++ (2M) on Latte's training schedule: good samples in 20-25 steps."""
+    return DPMSolverMultistepScheduler(
+        num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+        prediction_type="epsilon", algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="linspace",
+        lower_order_final=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path, help="folder for vae/, text_encoder/, tokenizer/, scheduler/")
+    parser.add_argument("--vae-steps", type=int, default=3000)
+    parser.add_argument("--vae-downsample", type=int, default=8, choices=(4, 8))
+    parser.add_argument("--only", choices=("vae", "text", "scheduler"), help="build one part only")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(args.threads)
+    if args.only in (None, "vae"):
+        train_vae(args.vae_downsample, args.vae_steps).save_pretrained(args.out / "vae")
+    if args.only in (None, "text"):
+        build_text_components(args.out)
+    if args.only in (None, "scheduler"):
+        build_scheduler().save_pretrained(args.out / "scheduler")
+    log.info("wrote %s", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""Prompt adherence on the synthetic shapes domain: does a generated video show the colour, shape and motion
+its prompt names?
+
+`read_clip` is a deterministic analyser of one video (no learned parts): it finds the background from the
+frame borders, the shape as the pixels that differ from it, and reads
+  colour  - the nearest domain colour to the shape's median pixel,
+  shape   - from the fill ratio area / (width x height) of the shape: square 1, circle pi/4, triangle 1/2,
+  motion  - from straight-line fits of the centroid and of the equivalent radius over the frames.
+It also measures temporal consistency: the fraction of frames whose own colour and shape readings agree
+with the clip's, and the jitter of the centroid around its straight-line path.
+
+`evaluate_adherence` generates videos for a prompt set (seen and held-out combinations, several seeds) with a
+`LattePipeline` and reports the accuracy per attribute.
+"""
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from latte.data.synthetic import COLORS, HELDOUT, caption, combinations
+
+logger = logging.getLogger(__name__)
+
+_PALETTE = torch.tensor(list(COLORS.values()))  # (K, 3) in [0, 1]
+FG_DISTANCE = 0.25  # RGB distance from the background above which a pixel belongs to the shape
+MIN_ALPHA = 0.25  # coverage below this is treated as background noise
+MIN_AREA = 4.0  # pixels (at 64 px); a frame with less coverage shows no shape
+# Fill ratio (area / bounding extent) thresholds: triangle 0.5 < 0.64 < circle 0.785 < 0.89 < square 1.
+FILL_TRIANGLE_CIRCLE, FILL_CIRCLE_SQUARE = 0.64, 0.89
+MIN_TRAVEL = 4.0  # pixels (at 64 px) of centroid or radius change below which a clip is "static"
+NO_READING = "none"  # what an attribute reads when no shape is found
+
+
+@dataclass(frozen=True)
+class ClipReading:
+    """What the analyser reads from one video; attributes outside the domain ("none", "static", "shrink")
+    count as wrong."""
+
+    color: str
+    shape: str
+    motion: str
+    consistency: float  # fraction of frames whose own colour and shape match the clip's (0..1)
+    jitter: float  # RMS distance of the centroid from its straight-line path, pixels at 64 px
+
+
+def _as_frames(video: torch.Tensor) -> torch.Tensor:
+    if video.ndim != 4 or video.shape[1] != 3 or video.shape[0] < 2:
+        raise ValueError(f"video must be (frames >= 2, 3, height, width) in [0, 1], got {tuple(video.shape)}")
+    return video.detach().float().cpu().clamp(0, 1)
+
+
+def _nearest_color(rgb: torch.Tensor) -> list[str]:
+    """Names of the domain colours nearest to each of `rgb` (N, 3)."""
+    names = list(COLORS)
+    return [names[i] for i in torch.cdist(rgb, _PALETTE).argmin(1).tolist()]
+
+
+def _shape_of(fill: float) -> str:
+    if fill < FILL_TRIANGLE_CIRCLE:
+        return "triangle"
+    return "circle" if fill < FILL_CIRCLE_SQUARE else "square"
+
+
+def _line_fit(values: torch.Tensor, t: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """Least-squares line through (t, values): the change over the whole clip and the residuals."""
+    tc = t - t.mean()
+    slope = (tc * (values - values.mean())).sum() / tc.square().sum()
+    fit = values.mean() + slope * tc
+    return float(slope * (t[-1] - t[0])), values - fit
+
+
+def read_clip(video: torch.Tensor) -> ClipReading:
+    """Read colour, shape and motion from one video (F, 3, H, W) in [0, 1] (e.g. pipeline output "pt")."""
+    frames = _as_frames(video)
+    num_frames, _, height, width = frames.shape
+    scale = width / 64  # thresholds are in pixels of a 64-px frame
+    pixels = frames.permute(0, 2, 3, 1)  # (F, H, W, 3)
+
+    # 1. Background: the median colour of the frame borders (the shape never touches them in the domain).
+    border = torch.cat([pixels[:, 0], pixels[:, -1], pixels[:, :, 0], pixels[:, :, -1]], dim=1)  # (F, P, 3)
+    background = border.reshape(-1, 3).median(0).values  # (3,)
+    mask = (pixels - background).norm(dim=-1) > FG_DISTANCE  # (F, H, W)
+    if mask.sum() < MIN_AREA * scale**2:
+        return ClipReading(NO_READING, NO_READING, NO_READING, 0.0, 0.0)
+
+    # 2. Colour: the median shape pixel over the clip, and each frame's own.
+    color = _nearest_color(pixels[mask].median(0).values[None])[0]
+    fg = torch.tensor(COLORS[color])
+
+    # 3. Coverage alpha in [0, 1] from the projection of each pixel onto the background -> colour line, so
+    #    anti-aliased edges count fractionally and areas and centroids are sub-pixel.
+    axis = fg - background
+    alpha = ((pixels - background) @ axis / axis.square().sum()).clamp(0, 1)  # (F, H, W)
+    alpha = alpha * (alpha > MIN_ALPHA)
+    area = alpha.sum((1, 2))  # (F,)
+    valid = area > MIN_AREA * scale**2
+    if valid.sum() < 2:
+        return ClipReading(color, NO_READING, NO_READING, 0.0, 0.0)
+    ys, xs = torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32)
+    safe_area = area.clamp_min(1e-6)
+    cx = (alpha.sum(1) * xs).sum(1) / safe_area  # (F,)
+    cy = (alpha.sum(2) * ys).sum(1) / safe_area
+    # Soft extents: per column (row) the largest coverage, summed -> width (height) in pixels.
+    extent_w, extent_h = alpha.amax(1).sum(1), alpha.amax(2).sum(1)
+    fill = area / (extent_w * extent_h).clamp_min(1e-6)  # (F,)
+
+    # 4. Shape: the median fill ratio over the frames that show the shape.
+    shape = _shape_of(float(fill[valid].median()))
+
+    # 5. Motion: straight-line fits of the centroid and of the equivalent radius sqrt(area / pi).
+    t = torch.arange(num_frames, dtype=torch.float32)[valid]
+    dx, rx = _line_fit(cx[valid], t)
+    dy, ry = _line_fit(cy[valid], t)
+    dr, _ = _line_fit((area[valid] / math.pi).sqrt(), t)
+    travel = max(abs(dx), abs(dy))
+    if abs(dr) > travel / 2 and abs(dr) * 2 > MIN_TRAVEL * scale:  # radius change = half a diameter change
+        motion = "grow" if dr > 0 else "shrink"
+    elif travel < MIN_TRAVEL * scale:
+        motion = "static"
+    elif abs(dx) >= abs(dy):
+        motion = "right" if dx > 0 else "left"
+    else:
+        motion = "down" if dy > 0 else "up"  # image rows grow downward
+
+    # 6. Temporal consistency: frames whose own colour and shape agree with the clip's reading.
+    frame_colors = [
+        _nearest_color(pixels[f][mask[f]].median(0).values[None])[0] if valid[f] else None
+        for f in range(num_frames)
+    ]
+    agree = [
+        bool(valid[f]) and frame_colors[f] == color and _shape_of(float(fill[f])) == shape
+        for f in range(num_frames)
+    ]
+    jitter = float((rx.square() + ry.square()).mean().sqrt()) / scale
+    return ClipReading(color, shape, motion, sum(agree) / num_frames, jitter)
+
+
+#################################################################################
+#                          Generating and scoring                               #
+#################################################################################
+
+
+@dataclass(frozen=True)
+class PromptCase:
+    prompt: str
+    color: str
+    shape: str
+    motion: str
+    split: str  # "seen" (a training combination) or "heldout"
+
+
+def prompt_set(num_seen: int = 24) -> list[PromptCase]:
+    """`num_seen` training combinations spread evenly over the label order, then every held-out one, each
+    as the plainest caption ("a red circle moving left")."""
+    train = combinations("train")
+    if not 1 <= num_seen <= len(train):
+        raise ValueError(f"num_seen must be in 1..{len(train)}, got {num_seen}")
+    seen = [train[round(i * len(train) / num_seen)] for i in range(num_seen)]
+    return [
+        PromptCase(caption(c, s, m), c, s, m, split)
+        for split, combos in (("seen", seen), ("heldout", list(HELDOUT)))
+        for c, s, m in combos
+    ]
+
+
+def score(cases: list[PromptCase], readings: list[ClipReading]) -> dict:
+    """Accuracy per attribute (and all three at once) plus the temporal figures, per split and overall."""
+    rows = {}
+    for split in ("seen", "heldout", "all"):
+        pairs = [(c, r) for c, r in zip(cases, readings, strict=True) if split in ("all", c.split)]
+        if not pairs:
+            continue
+        n = len(pairs)
+        hits = {
+            attr: sum(getattr(c, attr) == getattr(r, attr) for c, r in pairs) / n
+            for attr in ("color", "shape", "motion")
+        }
+        hits["all"] = sum(
+            (c.color, c.shape, c.motion) == (r.color, r.shape, r.motion) for c, r in pairs
+        ) / n
+        rows[split] = {
+            "videos": n, **hits,
+            "consistency": sum(r.consistency for _, r in pairs) / n,
+            "jitter_px": sum(r.jitter for _, r in pairs) / n,
+        }
+    return rows
+
+
+def format_table(rows: dict) -> str:
+    """The score rows as a Markdown table (accuracies in percent)."""
+    lines = [
+        "| split | videos | colour | shape | motion | all three | temporal consistency | jitter (px) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for split, r in rows.items():
+        pct = [f"{100 * r[k]:.1f}%" for k in ("color", "shape", "motion", "all", "consistency")]
+        lines.append(f"| {split} | {r['videos']} | " + " | ".join(pct) + f" | {r['jitter_px']:.2f} |")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def evaluate_adherence(pipeline, cases: list[PromptCase], seeds: list[int], batch_size: int = 8,
+                       **call_kwargs) -> dict:
+    """Generate one video per (case, seed) and score it; `call_kwargs` go to the pipeline (steps, guidance).
+
+    Video i of seed s draws its noise from `torch.Generator().manual_seed(s * 100_003 + i)`, so results do not
+    depend on the batch size. Returns {"table": rows of `score`, "videos": per-video records}.
+    """
+    if not seeds:
+        raise ValueError("seeds must name at least one seed")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    jobs = [(seed, i, case) for seed in seeds for i, case in enumerate(cases)]
+    all_cases, readings = [], []
+    for start in tqdm(range(0, len(jobs), batch_size), desc="adherence", unit="batch"):
+        chunk = jobs[start : start + batch_size]
+        generators = [torch.Generator().manual_seed(seed * 100_003 + i) for seed, i, _ in chunk]
+        videos = pipeline(
+            [case.prompt for _, _, case in chunk], generator=generators, output_type="pt", **call_kwargs
+        ).frames  # (B, F, 3, H, W) in [0, 1]
+        for video, (_, _, case) in zip(videos, chunk, strict=True):
+            all_cases.append(case)
+            readings.append(read_clip(video))
+    records = [
+        {"seed": seed, **asdict(case), "read": asdict(reading)}
+        for (seed, _, case), reading in zip(jobs, readings, strict=True)
+    ]
+    return {"table": score(all_cases, readings), "videos": records}
+
+
+def ground_truth_check(num_clips: int = 500, seed: int = 0) -> dict:
+    """Score the analyser on rendered clips of every combination (the answer key is known): the table of
+    `score`, where each accuracy should be ~100%."""
+    from latte.data.synthetic import SyntheticShapes
+
+    data = SyntheticShapes(num_clips, seed=seed, split="all")
+    all_combos, cases, readings = combinations("all"), [], []
+    for i in tqdm(range(num_clips), desc="ground truth", unit="clip"):
+        item = data[i]
+        c, s, m = all_combos[item["label"]]
+        cases.append(PromptCase(item["caption"], c, s, m, "heldout" if (c, s, m) in HELDOUT else "seen"))
+        readings.append(read_clip((item["video"].transpose(0, 1) + 1) / 2))  # (F, 3, H, W) in [0, 1]
+    return score(cases, readings)
