@@ -67,3 +67,17 @@ def test_vae_encode_decode_shapes_and_chunks():
     with pytest.raises(ValueError, match=r"latents must be \(batch, 4, frames, height, width\)"):
         decode_latents(vae, torch.rand(1, 3, 1, 8, 8))
 
+
+
+def test_sentencepiece_only_tokenizer_folder_loads(folder, tmp_path):
+    """Latte-1's tokenizer/ holds spiece.model, no tokenizer.json; transformers 5 converts it (protobuf)."""
+    pytest.importorskip("google.protobuf")
+    texts = ["a red circle moves left", "two dogs run across a field"]
+    train_tokenizer(texts, tmp_path / "trained", vocab_size=64)
+    (tmp_path / "m" / "tokenizer").mkdir(parents=True)
+    model = (tmp_path / "trained" / "spiece.model").read_bytes()
+    (tmp_path / "m" / "tokenizer" / "spiece.model").write_bytes(model)
+    (tmp_path / "m" / "text_encoder").symlink_to(folder / "text_encoder")
+    tokenizer, _ = load_text_components(tmp_path / "m")
+    processor = spm.SentencePieceProcessor(model_file=str(tmp_path / "trained" / "spiece.model"))
+    assert tokenizer("two red dogs").input_ids == processor.encode("two red dogs") + [1]
