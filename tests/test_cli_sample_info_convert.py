@@ -52,6 +52,10 @@ def test_convert_round_trip_and_info(latte, checkpoint, tmp_path, capsys):
     assert latte(["info", str(tmp_path / "folder")]) == 0
     out = capsys.readouterr().out
     assert "float32" in out and "trainable parameters" in out
+    assert latte(["info", str(ckpt), "--num-heads", "4"]) == 0
+    assert "width 64, depth 2, 4 heads" in capsys.readouterr().out
+    assert latte(["info", str(tmp_path / "back.pt")]) == 2  # width 64: heads unknown, said so
+    assert "num_heads" in capsys.readouterr().err
 
 
 def test_convert_text_to_video_checkpoint(latte, tmp_path):

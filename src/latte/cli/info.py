@@ -37,6 +37,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-learn-sigma", action="store_true", help="epsilon output only")
     p.add_argument("--batch", type=int, default=1, help="batch size the FLOPs are counted for (default 1)")
     p.add_argument("--use-image-num", type=int, default=0, help="stills per video (joint training)")
+    p.add_argument("--num-heads", type=int, default=None, help="heads of a .pt whose width is no paper size")
     p.set_defaults(run=run_info)
 
 
@@ -179,7 +180,8 @@ def info(args: argparse.Namespace) -> list[str]:
     if target.is_file():
         from latte.models.io import load_torch_checkpoint, unwrap_state_dict
 
-        config = infer_original_config(unwrap_state_dict(load_torch_checkpoint(target)), str(target))
+        state = unwrap_state_dict(load_torch_checkpoint(target))
+        config = infer_original_config(state, str(target), args.num_heads)
         return [f"{target}: {_mib(disk_size(target))} on disk"] + config_report(
             config, target.name, args.batch, args.use_image_num)
     if args.target in LATTE_CONFIGS:

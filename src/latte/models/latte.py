@@ -524,7 +524,7 @@ class Latte(nn.Module):
         original (so a trainer may pass a data set's labels to any model).
         """
         c = self.config
-        b, frames, num_video, grid_h, grid_w = self._check_input(x, use_image_num)
+        b, num_video, grid_h, grid_w = self._check_input(x, use_image_num)
         dtype, s = self.dtype, c.frames_per_token
         t = torch.as_tensor(t, device=x.device).reshape(-1)
         t = t.expand(b) if t.numel() == 1 else t
@@ -563,7 +563,8 @@ class Latte(nn.Module):
                         q=c.patch_size)
         return Transformer3DOutput(sample=out) if return_dict else (out,)
 
-    def _check_input(self, x: torch.Tensor, use_image_num: int) -> tuple[int, int, int, int, int]:
+    def _check_input(self, x: torch.Tensor, use_image_num: int) -> tuple[int, int, int, int]:
+        """(batch, video frames, patch rows, patch columns) of valid latents; ValueError otherwise."""
         c = self.config
         if x.ndim != 5:
             raise ValueError(f"latents must be (batch, channels, frames, height, width), got {tuple(x.shape)}"
@@ -582,7 +583,7 @@ class Latte(nn.Module):
         num_video = frames - use_image_num
         if num_video % c.frames_per_token:
             raise ValueError(f"{num_video} video frames are not a multiple of tubelet_size={c.tubelet_size}")
-        return b, frames, num_video, height // c.patch_size, width // c.patch_size
+        return b, num_video, height // c.patch_size, width // c.patch_size
 
     def _frame_labels(self, labels, batch: int, fv: int, num_images: int, device) -> torch.Tensor:
         """Class labels per temporal token (B, Fv + I): the video's label, then each still's."""
