@@ -136,8 +136,7 @@ class LattePipeline:
             type(scheduler).__name__ in RGB_CUT_SCHEDULERS
             and scheduler.config.get("variance_type") in LEARNED_VARIANCE
         ):
-            # Latte-1's published config carries `variance_type: learned_range`; swapping to DPM-Solver keeps
-            # it.
+            # Latte-1's published config has `variance_type: learned_range`, which a swap to DPM-Solver keeps.
             scheduler = type(scheduler).from_config({**scheduler.config, "variance_type": None})
         self._scheduler = scheduler
 
