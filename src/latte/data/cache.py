@@ -154,18 +154,22 @@ def build_cache(
 
 
 @torch.no_grad()
-def write_text_table(captions: list[str], path: Path, tokenizer, text_encoder, batch_size: int = 16) -> int:
-    """Encode captions (caption 0 must be "") and store their real-token features; returns the feature width.
-    """
+def caption_features(tokenizer, text_encoder, captions: list[str]) -> list[torch.Tensor]:
+    """T5 features of each caption's real tokens [(k_i, C)] on the CPU; the empty prompt keeps all its
+    positions, pads included (see `LatentCache.null_text`)."""
     from latte.models.text_encoder import encode_text
 
+    embeds, mask = encode_text(tokenizer, text_encoder, captions)
+    keep = mask.bool()
+    keep[[c == NULL_CAPTION for c in captions]] = True
+    return [e[m].float().cpu() for e, m in zip(embeds, keep, strict=True)]
+
+
+def write_text_table(captions: list[str], path: Path, tokenizer, text_encoder, batch_size: int = 16) -> int:
+    """Encode captions (caption 0 must be "") and store their features; returns the feature width."""
     pieces = []
     for start in tqdm(range(0, len(captions), batch_size), desc="encoding captions", unit="batch"):
-        embeds, mask = encode_text(tokenizer, text_encoder, captions[start : start + batch_size])
-        keep = mask.bool()
-        if start == 0:
-            keep[0] = True  # the empty prompt keeps its padded positions (see LatentCache.null_text)
-        pieces += [e[m].float().cpu() for e, m in zip(embeds, keep, strict=True)]  # (k_i, C) each
+        pieces += caption_features(tokenizer, text_encoder, captions[start : start + batch_size])
     offsets = torch.tensor([0] + [len(p) for p in pieces]).cumsum(0)
     tensors = {"embeds": torch.cat(pieces).contiguous(), "offsets": offsets}
     atomic_write(path, lambda tmp: save_file(tensors, tmp))
@@ -237,3 +241,58 @@ class LatentCache(Dataset):
             self._text = (handle.get_tensor("embeds"), handle.get_tensor("offsets").tolist())
         embeds, offsets = self._text
         return embeds[offsets[caption] : offsets[caption + 1]]
+
+
+class OnlineLatents:
+    """The `LatentCache` interface over a clip data set, encoding each clip when it is drawn
+    (`data.use_cache: false`, for GPUs where the frozen models are cheap next to the transformer): a new
+    random window / flip per epoch, unlike a cache. Captions are encoded once and remembered."""
+
+    def __init__(self, dataset: Dataset, vae, text_components=None):
+        self.dataset, self.vae, self.text_components = dataset, vae, text_components
+        self.captions: dict[str, int] = {NULL_CAPTION: 0}
+        self._features: dict[int, torch.Tensor] = {}
+        first = self[0]
+        self.meta = {
+            "latent_shape": list(first["mean"].shape),
+            "text_dim": self.text(0).shape[1] if text_components is not None else None,
+        }
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> dict:
+        for offset in range(len(self)):  # an unreadable clip (None) is replaced by the next readable one
+            item = self.dataset[(index + offset) % len(self)]
+            if item is not None:
+                break
+        else:
+            raise ValueError("no readable clips in the data set: every item was skipped")
+        mean, std = encode_posterior(self.vae, item["video"][None])
+        out = {
+            "mean": mean[0].cpu(),
+            "std": std[0].cpu(),
+            "label": int(item.get("label", NO_LABEL)),
+            "caption": self.captions.setdefault(item["caption"], len(self.captions)),
+        }
+        if "images" in item:
+            image_mean, image_std = encode_posterior(self.vae, item["images"][None])
+            out.update(
+                image_mean=image_mean[0].cpu(),
+                image_std=image_std[0].cpu(),
+                image_label=torch.as_tensor(item["image_labels"]),
+            )
+        return out
+
+    def text(self, caption: int) -> torch.Tensor:
+        if caption not in self._features:
+            text = next(t for t, i in self.captions.items() if i == caption)
+            self._features[caption] = caption_features(*self.text_components, [text])[0]
+        return self._features[caption]
+
+    def null_text(self, length: int) -> torch.Tensor:
+        return self.text(0)[:length]

@@ -2,26 +2,23 @@
 
 Text-to-video runs give the Latte-1 pipeline layout: model_index.json, transformer/ (the EMA weights),
 and the frozen vae/, text_encoder/, tokenizer/, scheduler/ copied from the run's `components` folder.
+Class/unconditional runs give a `LatteClassPipeline` folder: transformer/, vae/, scheduler/ (the paper's
+DDPM), model_index.json. The folder is assembled beside `output` and renamed into place.
 """
 
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
-from latte.models.io import read_json, write_json
+from latte.models.io import load_torch_checkpoint, read_json, write_json
 from latte.training.checkpoint import list_checkpoints
 from latte.training.config import config_from_dict
 
 logger = logging.getLogger(__name__)
 
 COMPONENTS = ("vae", "text_encoder", "tokenizer", "scheduler")
-# The schedule the trainer uses, as Latte-1 publishes it; written when `components` has no scheduler/.
-LATTE1_SCHEDULER = {
-    "_class_name": "DDIMScheduler", "num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02,
-    "beta_schedule": "linear", "prediction_type": "epsilon", "clip_sample": False, "steps_offset": 0,
-    "timestep_spacing": "leading", "variance_type": "learned_range",
-}
 MODEL_INDEX = {
     "_class_name": "LattePipeline",
     "_diffusers_version": "0.30.0",
@@ -31,6 +28,19 @@ MODEL_INDEX = {
     "transformer": ["diffusers", "LatteTransformer3DModel"],
     "vae": ["diffusers", "AutoencoderKL"],
 }
+# The schedule the trainer uses, as Latte-1 publishes it; written when `components` has no scheduler/.
+LATTE1_SCHEDULER = {
+    "_class_name": "DDIMScheduler",
+    "num_train_timesteps": 1000,
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "prediction_type": "epsilon",
+    "clip_sample": False,
+    "steps_offset": 0,
+    "timestep_spacing": "leading",
+    "variance_type": "learned_range",
+}
 
 
 def export_run(
@@ -39,8 +49,7 @@ def export_run(
     checkpoint: str | os.PathLike | None = None,
     use_ema: bool = True,
 ) -> Path:
-    """Write the model of `run_dir` (its newest checkpoint, or `checkpoint`) as a pipeline folder `output`."""
-    from latte.models.io import load_torch_checkpoint
+    """Write the model of `run_dir` (its newest checkpoint, or `checkpoint`) as a model folder `output`."""
     from latte.training.train import build_model
 
     run_dir, output = Path(run_dir), Path(output)
@@ -53,39 +62,66 @@ def export_run(
         checkpoint = found[-1]
     state = load_torch_checkpoint(checkpoint)
     cfg = config_from_dict(state["config"])
-    weights = state["ema" if use_ema else "model"]
     model = build_model(cfg, state["latent_shape"], state["text_dim"])
-    model.load_state_dict(weights)
-    output.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output / "transformer")
+    model.load_state_dict(state["ema" if use_ema else "model"])
+    if not cfg.components or not Path(cfg.components).is_dir():
+        raise FileNotFoundError(
+            f"the run's components folder {cfg.components} is missing: it holds the frozen "
+            "VAE (and text encoder) the model folder needs"
+        )
 
-    components = Path(cfg.components) if cfg.components else None
-    for name in COMPONENTS if cfg.model.type == "t2v" else ("vae", "scheduler"):
-        source = components / name if components else None
-        if source is not None and source.is_dir():
-            shutil.copytree(source, output / name, dirs_exist_ok=True)
-        elif name == "scheduler":  # the training schedule, as Latte-1 ships it
-            write_json(output / name / "scheduler_config.json", LATTE1_SCHEDULER)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        if cfg.model.type == "t2v":
+            _write_text_to_video(model, Path(cfg.components), tmp)
         else:
-            raise FileNotFoundError(
-                f"missing component folder {source}: the run's `components` must hold {name}/"
-            )
-    if cfg.model.type == "t2v":
-        index = dict(MODEL_INDEX)
-        if components is not None and (components / "model_index.json").is_file():
-            index.update(
-                {k: v for k, v in read_json(components / "model_index.json").items() if k in COMPONENTS}
-            )
-        index["scheduler"] = [
-            "diffusers",
-            read_json(output / "scheduler" / "scheduler_config.json")["_class_name"],
-        ]
-        write_json(output / "model_index.json", index)
+            _write_class(model, Path(cfg.components), tmp)
+        if output.exists():  # swap: the old folder is removed only once the new one is complete
+            old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old.", dir=output.parent))
+            os.replace(output, old / output.name)
+            os.replace(tmp, output)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     logger.info(
-        "exported %s weights of %s (step %d) to %s",
+        "exported the %s weights of %s (step %d) to %s",
         "EMA" if use_ema else "raw",
         run_dir,
         state["step"],
         output,
     )
     return output
+
+
+def _write_text_to_video(model, components: Path, folder: Path) -> None:
+    model.save_pretrained(folder / "transformer")
+    for name in COMPONENTS:
+        if (components / name).is_dir():
+            shutil.copytree(components / name, folder / name)
+        elif name == "scheduler":
+            write_json(folder / name / "scheduler_config.json", LATTE1_SCHEDULER)
+        else:
+            raise FileNotFoundError(
+                f"missing component folder {components / name}: a text-to-video run's "
+                f"components must hold {', '.join(COMPONENTS[:3])}"
+            )
+    index = dict(MODEL_INDEX)
+    if (components / "model_index.json").is_file():
+        index.update({k: v for k, v in read_json(components / "model_index.json").items() if k in COMPONENTS})
+    index["scheduler"] = [
+        "diffusers",
+        read_json(folder / "scheduler" / "scheduler_config.json")["_class_name"],
+    ]
+    write_json(folder / "model_index.json", index)
+
+
+def _write_class(model, components: Path, folder: Path) -> None:
+    from latte.models.vae import load_vae
+    from latte.pipelines.class_conditional import LatteClassPipeline, paper_scheduler
+
+    vae = load_vae(components / "vae")
+    LatteClassPipeline(vae, model, paper_scheduler(model.config.learn_sigma)).save_pretrained(folder)

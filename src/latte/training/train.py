@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from latte.data.cache import NO_LABEL, LatentCache, build_cache
+from latte.data.cache import NO_LABEL, LatentCache, OnlineLatents, build_cache
 from latte.diffusion import GaussianDiffusion, linear_betas
 from latte.models.io import read_json, write_json
 from latte.training.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
@@ -71,13 +71,13 @@ class SampleOrder:
     def __init__(self, size: int, seed: int):
         self.size, self.seed, self._perms = size, seed, {}
 
-    def __call__(self, position: int) -> int:
+    def __call__(self, position: int) -> tuple[int, int]:
+        """(epoch, data set index) of the sample at `position`."""
         epoch, offset = divmod(position, self.size)
         if epoch not in self._perms:
-            self._perms = {
-                epoch: torch.randperm(self.size, generator=sample_generator(self.seed, -1 - epoch))
-            }
-        return int(self._perms[epoch][offset])
+            generator = sample_generator(self.seed, -1 - epoch)
+            self._perms = {epoch: torch.randperm(self.size, generator=generator)}
+        return epoch, int(self._perms[epoch][offset])
 
 
 def pad_text(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,41 +217,45 @@ def prepare_cache(cfg: Config, ranks: Dist, device: torch.device) -> LatentCache
 
 
 def build_model(cfg: Config, latent_shape: list[int], text_dim: int | None) -> nn.Module:
-    """The denoiser the config names, sized to the cached latents (C, F, h, w) and text features."""
+    """The denoiser the config names, sized to the cached latents (C, F, h, w) and text features.
+
+    Sizes the data fixes (channels, latent side, frames, text width) are filled in; `model.args` naming
+    other values is an error. Both models get 2C output channels (epsilon + learned-range variance) unless
+    the args say otherwise.
+    """
     channels, frames, height, _ = latent_shape
     args = dict(cfg.model.args)
     if cfg.model.type == "t2v":
         from latte.models.latte_t2v import LatteT2VConfig, LatteT2VTransformer
 
-        derived = {
-            "in_channels": channels,
-            "sample_size": height,
-            "caption_channels": text_dim,
-            "video_length": frames,
-        }
-        for key, value in derived.items():
-            if args.setdefault(key, value) != value:
-                raise ValueError(f"model.args.{key}={args[key]} does not fit the data ({key}={value} there)")
-        args.setdefault("out_channels", 2 * channels)  # epsilon + learned-range variance, as Latte-1
-        width = LatteT2VConfig(**{**args, "cross_attention_dim": None}).width
-        args.setdefault("cross_attention_dim", width)
+        _fill(args, in_channels=channels, sample_size=height, caption_channels=text_dim, video_length=frames)
+        args.setdefault("out_channels", 2 * channels)
+        args.setdefault("cross_attention_dim", LatteT2VConfig(**{**args, "cross_attention_dim": None}).width)
         model = LatteT2VTransformer(LatteT2VConfig(**args))
     else:
-        from latte.models.latte import LATTE_CONFIGS, Latte, LatteConfig
+        from latte.models.latte import Latte, LatteConfig
 
-        base = {}
-        if cfg.model.name is not None:
-            if cfg.model.name not in LATTE_CONFIGS:
-                raise ValueError(
-                    f"model.name={cfg.model.name!r} is unknown; use one of {', '.join(LATTE_CONFIGS)}"
-                )
-            base = LATTE_CONFIGS[cfg.model.name]
-            base = base() if callable(base) else base
-            base = base.to_dict() if hasattr(base, "to_dict") else dict(vars(base))
-        base.update({"in_channels": channels, "input_size": height, "num_frames": frames})
-        model = Latte(LatteConfig(**{**base, **args}))
+        _fill(args, in_channels=channels, input_size=height, num_frames=frames)
+        # The label table needs a null row exactly when labels are dropped for guidance.
+        args.setdefault("class_dropout_prob", cfg.train.cfg_dropout)
+        config = LatteConfig.from_name(cfg.model.name, **args) if cfg.model.name else LatteConfig(**args)
+        if config.num_classes and cfg.train.cfg_dropout > 0 and not config.has_null_class:
+            raise ValueError(
+                "train.cfg_dropout > 0 needs a null class: leave model.args.class_dropout_prob unset"
+            )
+        model = Latte(config)
+        if config.num_classes:
+            # The trainer drops labels itself, from each sample's generator (the same on any number of
+            # processes and after a resume); the embedder's own global-RNG dropout is switched off.
+            model.y_embedder.dropout_prob = 0.0
     model.initialize_weights()
     return model
+
+
+def _fill(args: dict, **derived) -> None:
+    for key, value in derived.items():
+        if args.setdefault(key, value) != value:
+            raise ValueError(f"model.args.{key}={args[key]} does not fit the data, which has {key}={value}")
 
 
 #################################################################################
@@ -270,10 +274,15 @@ def draw(generator: torch.Generator, shape: tuple[int, ...], cfg_dropout: float)
 
 
 def make_batch(
-    cache: LatentCache, order: SampleOrder, positions: list[int], cfg: Config, null_label: int | None
+    cache: LatentCache, order: SampleOrder, positions: list[int], cfg: Config, num_classes: int = 0
 ):
     """Training tensors for the samples at global `positions` (CPU): latents x0, noise, t, conditioning."""
-    items = [cache[order(p)] for p in positions]
+    items = []
+    for p in positions:
+        epoch, index = order(p)
+        if hasattr(cache, "set_epoch"):
+            cache.set_epoch(epoch)  # encoding on the fly: a new random window per epoch
+        items.append(cache[index])
     draws = [
         draw(sample_generator(cfg.train.seed, p), _latent_shape(it), cfg.train.cfg_dropout)
         for p, it in zip(positions, items, strict=True)
@@ -289,15 +298,16 @@ def make_batch(
         batch["text"], batch["text_mask"] = pad_text(
             [_caption(cache, it["caption"], d["drop"]) for it, d in zip(items, draws, strict=True)]
         )
-    elif null_label is not None:  # class-conditional: dropped labels become the null class
+    elif num_classes:  # class-conditional: dropped labels become the null class `num_classes`
         labels = []
         for it, d in zip(items, draws, strict=True):
             label = torch.tensor([it["label"], *it.get("image_label", torch.empty(0)).tolist()])
-            if (label == NO_LABEL).any():
+            if (label == NO_LABEL).any() or (label >= num_classes).any():
                 raise ValueError(
-                    "a class-conditional model needs labelled clips; the cache has unlabelled ones"
+                    f"a model with num_classes={num_classes} needs labels 0..{num_classes - 1}; "
+                    f"got {label.tolist()} (class sub-folders give the labels)"
                 )
-            labels.append(torch.full_like(label, null_label) if d["drop"] else label)
+            labels.append(torch.full_like(label, num_classes) if d["drop"] else label)
         batch["labels"] = torch.stack(labels)  # (B, 1 + K)
     return batch
 
@@ -418,8 +428,11 @@ def train(cfg: Config) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / CONFIG_NAME)
 
-    # 1. Data: the latent cache (built on first use) and the deterministic sample order.
-    cache = prepare_cache(cfg, ranks, device)
+    # 1. Data: the latent cache (built on first use) or on-the-fly encoding; the deterministic sample order.
+    if cfg.data.use_cache:
+        cache = prepare_cache(cfg, ranks, device)
+    else:
+        cache = OnlineLatents(make_dataset(cfg), *load_frozen(cfg, device))
     order = SampleOrder(len(cache), t.seed)
     local_batch = t.batch_size // (ranks.world * t.grad_accum)
 
@@ -448,7 +461,7 @@ def train(cfg: Config) -> dict:
     if state is not None:
         _load_optimizer(model, optimizer, state["optimizer"], fsdp)
         scaler.load_state_dict(state["scaler"])
-    null_label = getattr(model.config, "num_classes", None) if cfg.model.type == "latte" else None
+    num_classes = model.config.num_classes if cfg.model.type == "latte" else 0
     diffusion = GaussianDiffusion(linear_betas(NUM_TRAIN_TIMESTEPS))
     train_model.train()
     if ranks.main:
@@ -477,7 +490,7 @@ def train(cfg: Config) -> dict:
         for micro in range(t.grad_accum):
             # This rank's slice of the micro-batch, as positions in the global sample stream.
             first = (step * t.grad_accum + micro) * local_batch * ranks.world + ranks.rank * local_batch
-            batch = make_batch(cache, order, list(range(first, first + local_batch)), cfg, null_label)
+            batch = make_batch(cache, order, list(range(first, first + local_batch)), cfg, num_classes)
             batch = {k: v.to(device) for k, v in batch.items()}
             x_t = diffusion.q_sample(batch["x0"], batch["t"], batch["noise"])
             # DDP: all-reduce gradients only on the last micro-step.
