@@ -152,9 +152,17 @@ def test_keep_last_and_export(setup, tmp_path):
         components,
         root / "cache",
         train={"steps": 4},
-        log={"ckpt_every": 1, "keep_last": 2},
+        log={
+            "ckpt_every": 1,
+            "keep_last": 2,
+            "sample_every": 4,
+            "sample_steps": 2,
+            "sample_prompts": ["a red circle moves left", "a blue square"],
+        },
     )
     train(cfg)
+    samples = sorted(p.name for p in (cfg.run_dir / "samples").iterdir())
+    assert samples == ["step-00000004-0.gif", "step-00000004-1.gif"]
     assert [p.name for p in ckpt.list_checkpoints(cfg.run_dir)] == ["step-00000003.pt", "step-00000004.pt"]
     assert (cfg.run_dir / "config.yaml").is_file() and load_config(cfg.run_dir / "config.yaml") == cfg
 

@@ -46,13 +46,23 @@ def test_joint_class_training_and_export(components, tmp_path):
                 "flip": True,
             },
             "train": {"steps": 3, "batch_size": 2, "cfg_dropout": 0.5},
-            "log": {"log_every": 1, "ckpt_every": 3, "tensorboard": False},
+            "log": {
+                "log_every": 1,
+                "ckpt_every": 3,
+                "sample_every": 3,
+                "sample_steps": 2,
+                "tensorboard": False,
+            },
         }
     )
     summary = train(cfg)
     assert summary["step"] == 3 and np.isfinite(summary["loss"]) and summary["vb"] > 0  # hybrid loss
     meta = json.loads((cfg.cache_path / "cache.json").read_text())
     assert meta["num_clips"] == 4 and meta["num_images"] == 2 and meta["latent_shape"] == [4, 4, 8, 8]
+    assert sorted(p.name for p in (cfg.run_dir / "samples").iterdir()) == [  # classes 0 and 1
+        "step-00000003-0.gif",
+        "step-00000003-1.gif",
+    ]
 
     from latte.pipelines.class_conditional import LatteClassPipeline
 

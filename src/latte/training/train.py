@@ -25,6 +25,7 @@ from latte.diffusion import GaussianDiffusion, linear_betas
 from latte.models.io import read_json, write_json
 from latte.training.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
 from latte.training.config import Config, save_config
+from latte.training.samples import SampleRenderer
 
 logger = logging.getLogger(__name__)
 
@@ -478,6 +479,7 @@ def train(cfg: Config) -> dict:
             t.grad_accum,
         )
     metrics = MetricsLog(run_dir, start, cfg.log.tensorboard) if ranks.main else None
+    render = SampleRenderer(cfg, device) if cfg.log.sample_every and ranks.main else None
     autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
 
     # 3. The loop: lr, micro-steps (forward, loss, backward), clip, step, EMA, log, checkpoint.
@@ -534,6 +536,9 @@ def train(cfg: Config) -> dict:
                 metrics.write(last)
                 bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.2e}")
             running, window, window_start = torch.zeros(4), 0, time.perf_counter()
+        if render is not None and done % cfg.log.sample_every == 0:
+            ema.eval()
+            render(ema, done)
         if done % cfg.log.ckpt_every == 0 or done == t.steps:
             # Every rank takes part: FSDP gathers its shards here.
             weights, opt_state = _state_dict(model), _optimizer_state(model, optimizer, fsdp)
