@@ -2,6 +2,7 @@
 `latte export RUN_DIR -o FOLDER`."""
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -42,7 +43,7 @@ def run_train(args: argparse.Namespace) -> int:
     from latte.training.train import train
 
     summary = train(load_config(args.config, args.overrides))
-    if summary.get("loss") is not None:
+    if summary.get("loss") is not None and os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 reports
         print(
             f"step {summary['step']}: loss {summary['loss']:.4f} (mse {summary['mse']:.4f}, "
             f"vb {summary['vb']:.4f}); run folder {summary['run_dir']}"
