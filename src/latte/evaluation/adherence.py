@@ -77,7 +77,7 @@ def read_clip(video: torch.Tensor) -> ClipReading:
     frames = _as_frames(video)
     num_frames, _, height, width = frames.shape
     scale = width / 64  # thresholds are in pixels of a 64-px frame
-    pixels = frames.permute(0, 2, 3, 1)  # (F, H, W, 3)
+    pixels = frames.permute(0, 2, 3, 1).contiguous()  # (F, H, W, 3)
 
     # 1. Background: the median colour of the frame borders (the shape never touches them in the domain).
     border = torch.cat([pixels[:, 0], pixels[:, -1], pixels[:, :, 0], pixels[:, :, -1]], dim=1)  # (F, P, 3)
@@ -126,10 +126,8 @@ def read_clip(video: torch.Tensor) -> ClipReading:
         motion = "down" if dy > 0 else "up"  # image rows grow downward
 
     # 6. Temporal consistency: frames whose own colour and shape agree with the clip's reading.
-    frame_colors = [
-        _nearest_color(pixels[f][mask[f]].median(0).values[None])[0] if valid[f] else None
-        for f in range(num_frames)
-    ]
+    shape_px = torch.where(mask[..., None], pixels, torch.nan).flatten(1, 2)  # (F, H*W, 3), NaN off-shape
+    frame_colors = _nearest_color(shape_px.nanmedian(1).values.nan_to_num(0))
     agree = [
         bool(valid[f]) and frame_colors[f] == color and _shape_of(float(fill[f])) == shape
         for f in range(num_frames)

@@ -1,0 +1,107 @@
+import argparse
+import re
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from latte.cli import evaluate as evaluate_cli
+from latte.data.synthetic import HELDOUT, combinations, render_clip
+from latte.evaluation.adherence import (
+    evaluate_adherence,
+    format_table,
+    ground_truth_check,
+    prompt_set,
+    read_clip,
+)
+
+
+def frames_of(video: torch.Tensor) -> torch.Tensor:
+    """Dataset layout (3, F, H, W) in [-1, 1] -> analyser layout (F, 3, H, W) in [0, 1]."""
+    return (video.transpose(0, 1) + 1) / 2
+
+
+def test_analyser_is_right_on_ground_truth_clips():
+    table = ground_truth_check(num_clips=100, seed=5)["all"]
+    assert table["videos"] == 100
+    for attr in ("color", "shape", "motion", "all", "consistency"):
+        assert table[attr] >= 0.99, (attr, table)
+    assert table["jitter_px"] < 0.5
+
+
+def test_analyser_tolerates_noise_and_blur():
+    g = torch.Generator().manual_seed(0)
+    clips = [
+        ("purple", "triangle", "down", "gray"), ("yellow", "square", "grow", "white"),
+        ("cyan", "circle", "left", "black"), ("red", "square", "right", "white"),
+    ]
+    for color, shape, motion, bg in clips:
+        video = frames_of(render_clip(color, shape, motion, bg, shape_size="large", start=(0.4, 0.6)))
+        video = torch.nn.functional.avg_pool2d(video, 3, stride=1, padding=1, count_include_pad=False)  # blur
+        video = video + 0.04 * torch.randn(video.shape, generator=g)
+        reading = read_clip(video)
+        assert (reading.color, reading.shape, reading.motion) == (color, shape, motion)
+        assert reading.consistency > 0.9
+
+
+def test_blank_and_static_videos_read_as_wrong():
+    blank = read_clip(torch.zeros(16, 3, 64, 64))
+    assert (blank.color, blank.shape, blank.motion, blank.consistency) == ("none", "none", "none", 0.0)
+    still = frames_of(render_clip("red", "circle", "left"))[:1].repeat(16, 1, 1, 1)
+    assert read_clip(still).motion == "static"
+    reverse = frames_of(render_clip("red", "circle", "grow")).flip(0)
+    assert read_clip(reverse).motion == "shrink"
+    with pytest.raises(ValueError, match="frames"):
+        read_clip(torch.zeros(3, 16, 64))
+
+
+def test_prompt_set_covers_seen_and_heldout():
+    cases = prompt_set(num_seen=10)
+    seen = [c for c in cases if c.split == "seen"]
+    held = [c for c in cases if c.split == "heldout"]
+    assert len(seen) == 10 and len(held) == len(HELDOUT)
+    assert all((c.color, c.shape, c.motion) in combinations("train") for c in seen)
+    assert {(c.color, c.shape, c.motion) for c in held} == set(HELDOUT)
+    assert cases[0].prompt == f"a {cases[0].color} {cases[0].shape} moving {cases[0].motion}"
+    with pytest.raises(ValueError, match="num_seen"):
+        prompt_set(num_seen=0)
+
+
+class RenderingPipeline:
+    """Stands in for LattePipeline: renders what each prompt asks for (optionally with the wrong colour)."""
+
+    def __init__(self, wrong_color: bool = False):
+        self.wrong_color, self.calls = wrong_color, []
+
+    def __call__(self, prompts, generator, output_type, **kwargs):
+        assert output_type == "pt" and len(generator) == len(prompts)
+        self.calls.append(kwargs)
+        videos = []
+        for prompt in prompts:
+            color, shape, motion = re.fullmatch(r"a (\w+) (\w+) \w+ ?(\w*)", prompt).groups()
+            motion = motion or "grow"  # "a red circle growing"
+            color = "blue" if self.wrong_color and color != "blue" else color
+            videos.append(frames_of(render_clip(color, shape, motion)))
+        return SimpleNamespace(frames=torch.stack(videos))
+
+
+def test_evaluate_adherence_scores_each_attribute():
+    cases = prompt_set(num_seen=4)
+    result = evaluate_adherence(RenderingPipeline(), cases, seeds=[0, 1], batch_size=5, num_inference_steps=3)
+    assert result["table"]["all"]["videos"] == 2 * len(cases) == len(result["videos"])
+    assert result["table"]["seen"]["all"] == 1.0 and result["table"]["heldout"]["all"] == 1.0
+    wrong = evaluate_adherence(RenderingPipeline(wrong_color=True), cases, seeds=[0])["table"]["all"]
+    assert wrong["color"] < 0.3 and wrong["shape"] == 1.0 and wrong["motion"] == 1.0
+    assert "| seen |" in format_table(result["table"])
+    with pytest.raises(ValueError, match="seeds"):
+        evaluate_adherence(RenderingPipeline(), cases, seeds=[])
+
+
+def test_cli_ground_truth(capsys, tmp_path):
+    parser = argparse.ArgumentParser()
+    evaluate_cli.register(parser.add_subparsers(dest="command"))
+    out = tmp_path / "gt.json"
+    args = parser.parse_args(["eval", "adherence", "--ground-truth", "12", "--json", str(out)])
+    assert args.run(args) == 0
+    assert "| all | 12 | 100.0% | 100.0% | 100.0% |" in capsys.readouterr().out
+    assert out.is_file()
