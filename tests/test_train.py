@@ -195,3 +195,27 @@ def test_cache_mismatch_and_missing_checkpoints(setup, tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoints"):
         export_run(tmp_path / "empty", tmp_path / "out")
     assert isinstance(LatentCache(root / "cache"), LatentCache)
+
+
+def test_fine_tune_from_an_exported_model(setup, tmp_path):
+    """model.pretrained starts from trained weights (a pipeline folder's transformer/); sizes must fit."""
+    root, components, cache = setup
+    base = tiny_config(tmp_path / "base", components, root / "cache", train={"steps": 2})
+    train(base)
+    exported = export_run(base.run_dir, tmp_path / "model")
+    tuned = tiny_config(
+        tmp_path / "tuned",
+        components,
+        root / "cache",
+        model={"args": {}, "pretrained": str(exported)},
+        train={"steps": 2},
+    )
+    ema = torch.load(ckpt.checkpoint_path(base.run_dir, 2), weights_only=True)["ema"]
+    start = build_model(tuned, cache.meta["latent_shape"], cache.meta["text_dim"])
+    assert all(torch.equal(v, ema[k]) for k, v in start.state_dict().items())
+    assert all(p.requires_grad for p in start.parameters())
+    assert train(tuned)["step"] == 2
+    with pytest.raises(ValueError, match="caption_channels=32, the data 16"):
+        build_model(tuned, cache.meta["latent_shape"], 16)
+    with pytest.raises(ValueError, match="leave model.args and model.name empty"):
+        tiny_config(tmp_path / "x", components, root / "cache", model={"pretrained": str(exported)})

@@ -33,6 +33,9 @@ class ModelConfig:
     name: str | None = None
     # Constructor keywords (LatteT2VConfig / LatteConfig fields) over the preset or the defaults.
     args: dict = field(default_factory=dict)
+    # Start from trained weights (fine-tuning): a model folder (a pipeline folder's transformer/ is found), or
+    # for "latte" an original checkpoint (.pt). Its sizes are used; `args` and `name` must then be empty.
+    pretrained: str | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,11 @@ class Config:
             raise ValueError("train.cfg_dropout must be in [0, 1) and train.ema_decay in [0, 1]")
         if d.source == "videos" and not d.root:
             raise ValueError("data.source=videos needs data.root (the folder of clips)")
+        if m.pretrained and (m.args or m.name):
+            raise ValueError(
+                "model.pretrained takes the sizes from the pretrained model: leave model.args and "
+                "model.name empty"
+            )
         if d.use_image_num and (m.type != "latte" or not d.image_root):
             raise ValueError(
                 "data.use_image_num > 0 (joint image-video training) needs model.type=latte and "

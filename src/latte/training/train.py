@@ -218,7 +218,8 @@ def prepare_cache(cfg: Config, ranks: Dist, device: torch.device) -> LatentCache
 
 
 def build_model(cfg: Config, latent_shape: list[int], text_dim: int | None) -> nn.Module:
-    """The denoiser the config names, sized to the cached latents (C, F, h, w) and text features.
+    """The denoiser the config names, sized to the cached latents (C, F, h, w) and text features, or the
+    pretrained model it names (checked against them).
 
     Sizes the data fixes (channels, latent side, frames, text width) are filled in; `model.args` naming
     other values is an error. Both models get 2C output channels (epsilon + learned-range variance) unless
@@ -226,13 +227,25 @@ def build_model(cfg: Config, latent_shape: list[int], text_dim: int | None) -> n
     """
     channels, frames, height, _ = latent_shape
     args = dict(cfg.model.args)
-    if cfg.model.type == "t2v":
+    if cfg.model.pretrained:
+        model = load_pretrained(cfg.model.type, cfg.model.pretrained)
+        needed = {"in_channels": channels}
+        if cfg.model.type == "t2v":
+            needed["caption_channels"] = text_dim
+        for key, value in needed.items():
+            if getattr(model.config, key) != value:
+                raise ValueError(
+                    f"pretrained model {cfg.model.pretrained} has {key}="
+                    f"{getattr(model.config, key)}, the data {value}"
+                )
+    elif cfg.model.type == "t2v":
         from latte.models.latte_t2v import LatteT2VConfig, LatteT2VTransformer
 
         _fill(args, in_channels=channels, sample_size=height, caption_channels=text_dim, video_length=frames)
         args.setdefault("out_channels", 2 * channels)
         args.setdefault("cross_attention_dim", LatteT2VConfig(**{**args, "cross_attention_dim": None}).width)
         model = LatteT2VTransformer(LatteT2VConfig(**args))
+        model.initialize_weights()
     else:
         from latte.models.latte import Latte, LatteConfig
 
@@ -240,17 +253,32 @@ def build_model(cfg: Config, latent_shape: list[int], text_dim: int | None) -> n
         # The label table needs a null row exactly when labels are dropped for guidance.
         args.setdefault("class_dropout_prob", cfg.train.cfg_dropout)
         config = LatteConfig.from_name(cfg.model.name, **args) if cfg.model.name else LatteConfig(**args)
-        if config.num_classes and cfg.train.cfg_dropout > 0 and not config.has_null_class:
+        model = Latte(config)
+        model.initialize_weights()
+    if cfg.model.type == "latte" and model.config.num_classes:
+        if cfg.train.cfg_dropout > 0 and not model.config.has_null_class:
             raise ValueError(
                 "train.cfg_dropout > 0 needs a null class: leave model.args.class_dropout_prob unset"
             )
-        model = Latte(config)
-        if config.num_classes:
-            # The trainer drops labels itself, from each sample's generator (the same on any number of
-            # processes and after a resume); the embedder's own global-RNG dropout is switched off.
-            model.y_embedder.dropout_prob = 0.0
-    model.initialize_weights()
-    return model
+        # The trainer drops labels itself, from each sample's generator (the same on any number of
+        # processes and after a resume); the embedder's own global-RNG dropout is switched off.
+        model.y_embedder.dropout_prob = 0.0
+    return model.float().requires_grad_(True)
+
+
+def load_pretrained(model_type: str, path: str) -> nn.Module:
+    """A model folder (or a pipeline folder's transformer/) or, for "latte", an original .pt checkpoint."""
+    path = Path(path)
+    if model_type == "t2v":
+        from latte.models.latte_t2v import LatteT2VTransformer as cls
+    else:
+        from latte.models.latte import Latte as cls
+
+        if path.is_file():
+            return cls.from_original(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model.pretrained not found: {path}")
+    return cls.from_pretrained(path, subfolder="transformer" if (path / "transformer").is_dir() else None)
 
 
 def _fill(args: dict, **derived) -> None:
