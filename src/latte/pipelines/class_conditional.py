@@ -29,6 +29,7 @@ from latte.pipelines.text_to_video import (
     LattePipeline,
     LattePipelineOutput,
     load_scheduler,
+    uses_learned_variance,
 )
 
 logger = logging.getLogger(__name__)
@@ -65,11 +66,10 @@ class LatteClassPipeline:
     """
 
     # The denoising conventions are the text pipeline's, shared rather than copied: starting noise drawn
-    # like diffusers' randn_tensor in the transformer's dtype, per-scheduler step arguments, the learned-sigma
-    # split by channel count, the output types, the progress bar.
+    # like diffusers' randn_tensor in the transformer's dtype, per-scheduler step arguments, the output
+    # types, the progress bar.
     prepare_latents = LattePipeline.prepare_latents
     _step_kwargs = LattePipeline._step_kwargs
-    _model_output_for_scheduler = LattePipeline._model_output_for_scheduler
     postprocess = staticmethod(LattePipeline.postprocess)
     set_progress_bar_config = LattePipeline.set_progress_bar_config
     progress_bar = LattePipeline.progress_bar
@@ -266,7 +266,7 @@ class LatteClassPipeline:
                     cond, uncond = out.chunk(2)
                     eps = uncond[:, :channels] + guidance_scale * (cond[:, :channels] - uncond[:, :channels])
                     out = torch.cat([eps, cond[:, channels:]], dim=1)  # (B, C or 2C, F, h, w)
-                out = self._model_output_for_scheduler(out, channels)
+                out = out if uses_learned_variance(self.scheduler) else out[:, :channels]
                 latents = self.scheduler.step(out, t, latents, **step_kwargs, return_dict=False)[0]
                 if callback_on_step_end is not None:
                     latents = (callback_on_step_end(self, i, t, {"latents": latents}) or {}).get("latents",
