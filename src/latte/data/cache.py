@@ -132,9 +132,7 @@ def build_cache(
 
     text_dim = None
     if text_components is not None:
-        text_dim = write_text_table(
-            list(captions), folder / TEXT_NAME, *text_components, batch_size=batch_size
-        )
+        text_dim = write_text_table(list(captions), folder / TEXT_NAME, *text_components)
     first = _open(folder / shards[0]["name"])
     names = first.keys()
     meta = {
@@ -165,7 +163,7 @@ def caption_features(tokenizer, text_encoder, captions: list[str]) -> list[torch
     return [e[m].float().cpu() for e, m in zip(embeds, keep, strict=True)]
 
 
-def write_text_table(captions: list[str], path: Path, tokenizer, text_encoder, batch_size: int = 16) -> int:
+def write_text_table(captions: list[str], path: Path, tokenizer, text_encoder, batch_size: int = 32) -> int:
     """Encode captions (caption 0 must be "") and store their features; returns the feature width."""
     pieces = []
     for start in tqdm(range(0, len(captions), batch_size), desc="encoding captions", unit="batch"):
