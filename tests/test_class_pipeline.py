@@ -181,3 +181,13 @@ def test_original_checkpoint_and_folder_round_trip(tmp_path):
     assert LatteClassPipeline.from_pretrained(tmp_path / "folder").transformer.config.num_classes == 3
     with pytest.raises(FileNotFoundError):
         LatteClassPipeline.from_pretrained(tmp_path / "nowhere")
+
+
+def test_half_precision_model_keeps_float32_diffusion():
+    pipe = tiny_pipeline()
+    pipe.transformer.to(torch.bfloat16)
+    recorder = Recorder(pipe)
+    latents = pipe(1, num_inference_steps=2, video_length=2, output_type="latent",
+                   generator=torch.Generator().manual_seed(0)).frames
+    assert latents.dtype == torch.float32 and torch.isfinite(latents).all()
+    assert all(out.dtype == sample.dtype == torch.float32 for out, _, sample in recorder.calls)

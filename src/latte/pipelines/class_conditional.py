@@ -247,7 +247,9 @@ class LatteClassPipeline:
         self._set_timesteps(num_inference_steps, timesteps, device)
         channels = config.in_channels
         shape = (batch, channels, video_length, height // s, width // s)
-        latents = self.prepare_latents(shape, generator, latents, device)
+        # Noise is drawn in the transformer's dtype, but the diffusion arithmetic stays float32, as in the
+        # original fp16 sampling (its float64 schedule tables promote every step to float32).
+        latents = self.prepare_latents(shape, generator, latents, device).float()
         step_kwargs = self._step_kwargs(generator, eta)
         if labels is not None:
             labels = labels.to(device)
@@ -261,7 +263,7 @@ class LatteClassPipeline:
                 model_input = torch.cat([latents, latents]) if do_cfg else latents
                 model_input = self.scheduler.scale_model_input(model_input, t)
                 timestep = t.reshape(1).to(device).expand(model_input.shape[0])
-                out = transformer(model_input, timestep, class_labels=labels, return_dict=False)[0]
+                out = transformer(model_input, timestep, class_labels=labels, return_dict=False)[0].float()
                 if do_cfg:
                     cond, uncond = out.chunk(2)
                     eps = uncond[:, :channels] + guidance_scale * (cond[:, :channels] - uncond[:, :channels])
