@@ -426,3 +426,12 @@ def test_original_round_trip(tmp_path):
     back = torch.load(tmp_path / "back.pt", weights_only=True)
     assert set(back) == {"ema"} and all(torch.equal(back["ema"][k], v) for k, v in sd.items())
     assert set(back["ema"]) == set(sd)
+
+
+def test_half_precision_forward_is_close():
+    model = randomize(Latte(**TINY, num_classes=3, temporal_position="rope"), std=0.1).eval()
+    x, t, y = torch.randn(2, 4, 4, 8, 8), torch.tensor([5, 700]), torch.tensor([0, 2])
+    with torch.no_grad():
+        expected = model(x, t, y).sample
+        got = model.to(torch.bfloat16)(x, t, y).sample
+    assert got.dtype == torch.bfloat16 and rel_diff(got.float(), expected) < 5e-2
