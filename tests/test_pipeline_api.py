@@ -97,6 +97,14 @@ def test_callback_sees_every_step_and_can_replace_latents(pipe):
         p._interrupt = True
         return {}
 
+    inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+    kwargs = {"num_inference_steps": 3, "output_type": "latent", "callback_on_step_end_tensor_inputs": inputs}
+    same = gen(pipe, callback_on_step_end=lambda p, i, t, x: x, **kwargs)
+    assert torch.equal(same, gen(pipe, num_inference_steps=3, output_type="latent"))
+    swap = lambda p, i, t, x: {"prompt_embeds": x["negative_prompt_embeds"]}  # noqa: E731
+    changed = gen(pipe, callback_on_step_end=swap, **kwargs)
+    assert (changed - same).abs().max() > 1e-3  # the new text takes effect from the next step
+
     calls = []
     pipe.transformer.register_forward_hook(lambda *a: calls.append(1))
     gen(pipe, num_inference_steps=4, callback_on_step_end=stop)

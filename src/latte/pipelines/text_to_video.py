@@ -85,6 +85,16 @@ def load_scheduler(folder: str | os.PathLike):
         raise ValueError(f"{path}: {err}") from err
 
 
+def uses_learned_variance(scheduler) -> bool:
+    """Learned sigma by channel count: a 2C-channel model output goes whole only to schedulers that use the
+    variance half (never decided by the config's `variance_type` alone); every other one gets the C epsilon
+    channels."""
+    return (
+        type(scheduler).__name__ in LEARNED_VARIANCE_SCHEDULERS
+        and scheduler.config.get("variance_type") in LEARNED_VARIANCE
+    )
+
+
 def _unwrap(module):
     """The module inside a `torch.compile` wrapper (what gets saved and moved)."""
     return getattr(module, "_orig_mod", module)
@@ -102,8 +112,8 @@ class LattePipeline:
     """Text-to-video generation with Latte-1 (or any model folder in the diffusers Latte layout).
 
     Components: `tokenizer` (T5Tokenizer), `text_encoder` (T5EncoderModel), `vae` (diffusers AutoencoderKL),
-    `transformer` (`LatteT2VTransformer`; diffusers' `LatteTransformer3DModel` works too) and `scheduler` (any
-    diffusers Karras-family scheduler, e.g. DDIMScheduler, DPMSolverMultistepScheduler).
+    `transformer` (our `LatteT2VTransformer`, possibly `torch.compile`d) and `scheduler` (any diffusers
+    Karras-family scheduler, e.g. DDIMScheduler, DPMSolverMultistepScheduler).
 
     ```python
     pipe = LattePipeline.from_pretrained("Latte-1", torch_dtype=torch.float16).to("cuda")
@@ -475,15 +485,8 @@ class LattePipeline:
         return kwargs
 
     def _model_output_for_scheduler(self, noise_pred: torch.Tensor, channels: int) -> torch.Tensor:
-        """Learned sigma by channel count: a 2C-channel output goes whole only to schedulers that use the
-        variance half; every other scheduler gets the epsilon half."""
-        learned = (
-            type(self.scheduler).__name__ in LEARNED_VARIANCE_SCHEDULERS
-            and self.scheduler.config.get("variance_type") in LEARNED_VARIANCE
-        )
-        if noise_pred.shape[1] == 2 * channels and not learned:
-            return noise_pred[:, :channels]
-        return noise_pred
+        """The part of a (B, C or 2C, ...) model output the scheduler takes (see `uses_learned_variance`)."""
+        return noise_pred if uses_learned_variance(self.scheduler) else noise_pred[:, :channels]
 
     @torch.no_grad()
     def __call__(
@@ -611,33 +614,37 @@ class LattePipeline:
         latents = self.prepare_latents(shape, generator, latents, device)
         step_kwargs = self._step_kwargs(generator, eta)
 
-        # 5. Denoising loop
+        # 5. Denoising loop. The prompt-only work (caption projection, cross-attention K/V) is done once, and
+        # the variance channels are computed only for schedulers that use them.
+        def text_context():
+            if do_cfg:  # one batch [negative; positive], each half masked like its video
+                text = torch.cat([negative_prompt_embeds, prompt_embeds])
+                mask = None if text_mask is None else torch.cat([text_mask, text_mask])
+                return transformer.prepare_text(text, mask)
+            return transformer.prepare_text(prompt_embeds, text_mask)
+
+        sample_channels = None if uses_learned_variance(self.scheduler) else channels
         self._activate("transformer")
+        context = text_context()
         with self.progress_bar(total=len(timesteps)) as bar:
             for i, t in enumerate(timesteps):
                 if self._interrupt:
                     continue
-                if do_cfg:  # one batch [negative; positive], each half masked like its video
-                    text = torch.cat([negative_prompt_embeds, prompt_embeds])
-                    mask = None if text_mask is None else torch.cat([text_mask, text_mask])
-                    model_input = torch.cat([latents, latents])
-                else:
-                    text, mask, model_input = prompt_embeds, text_mask, latents
+                model_input = torch.cat([latents, latents]) if do_cfg else latents
                 model_input = self.scheduler.scale_model_input(model_input, t)
                 timestep = t.reshape(1).to(device).expand(model_input.shape[0])
 
                 noise_pred = self.transformer(
                     model_input,
                     timestep,
-                    text,
-                    encoder_attention_mask=mask,
+                    context,
                     enable_temporal_attentions=enable_temporal_attentions,
                     return_dict=False,
+                    sample_channels=sample_channels,
                 )[0]  # (B or 2B, C or 2C, F, h, w)
                 if do_cfg:
                     uncond, cond = noise_pred.chunk(2)
                     noise_pred = uncond + guidance_scale * (cond - uncond)
-                noise_pred = self._model_output_for_scheduler(noise_pred, channels)
                 latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
 
                 if callback_on_step_end is not None:
@@ -651,8 +658,10 @@ class LattePipeline:
                     )
                     out = out or {}
                     latents = out.get("latents", latents)
-                    prompt_embeds = out.get("prompt_embeds", prompt_embeds)
-                    negative_prompt_embeds = out.get("negative_prompt_embeds", negative_prompt_embeds)
+                    if "prompt_embeds" in out or "negative_prompt_embeds" in out:
+                        prompt_embeds = out.get("prompt_embeds", prompt_embeds)
+                        negative_prompt_embeds = out.get("negative_prompt_embeds", negative_prompt_embeds)
+                        context = text_context()
                 bar.update()
 
         # 6. Decode
