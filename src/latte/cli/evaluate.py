@@ -3,10 +3,6 @@
 import argparse
 from pathlib import Path
 
-# Sampling settings of the measurement; the same as `latte generate`'s defaults for the shipped model.
-DEFAULT_STEPS = 25
-DEFAULT_GUIDANCE = 4.0
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("eval", help="evaluate a model (prompt adherence)")
@@ -21,10 +17,10 @@ def register(subparsers) -> None:
     a.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped model)")
     a.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per prompt (default 0 1 2)")
     a.add_argument("--num-seen", type=int, default=24, help="training combinations to prompt (default 24)")
-    a.add_argument("--steps", type=int, default=DEFAULT_STEPS,
-                   help=f"denoising steps (default {DEFAULT_STEPS})")
-    a.add_argument("--guidance-scale", type=float, default=DEFAULT_GUIDANCE,
-                   help=f"classifier-free guidance (default {DEFAULT_GUIDANCE})")
+    a.add_argument("--steps", type=int, default=None,
+                   help="denoising steps (default: the model's `latte generate` default)")
+    a.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default: the model's `latte generate` default)")
     a.add_argument("--batch-size", type=int, default=8, help="videos generated at once (default 8)")
     a.add_argument("--json", type=Path, default=None, help="also write the table and per-video readings here")
     a.add_argument("--ground-truth", type=int, default=0, metavar="N",
@@ -33,36 +29,38 @@ def register(subparsers) -> None:
 
 
 def run_adherence(args: argparse.Namespace) -> int:
+    from latte.cli.generate import BUILTIN_DEFAULTS, FOLDER_DEFAULTS_KEY, resolve_model
     from latte.evaluation.adherence import (
         evaluate_adherence,
         format_table,
         ground_truth_check,
         prompt_set,
     )
-    from latte.models.io import write_json
+    from latte.models.io import read_json, write_json
 
     if args.ground_truth:
         result = {"table": ground_truth_check(args.ground_truth)}
         print(f"analyser on {args.ground_truth} rendered clips (ground truth):")
     else:
-        from latte.pipelines import LattePipeline, default_model_path
+        from latte.pipelines import LattePipeline
 
-        folder = args.model or default_model_path()
-        if not folder.is_dir():
-            raise FileNotFoundError(f"no model folder at {folder}; pass --model")
+        folder = resolve_model(args.model)
+        # The same sampling settings as `latte generate` with this model.
+        defaults = {**BUILTIN_DEFAULTS, **read_json(folder / "model_index.json").get(FOLDER_DEFAULTS_KEY, {})}
+        steps = args.steps if args.steps is not None else int(defaults["steps"])
+        guidance = args.guidance if args.guidance is not None else float(defaults["guidance"])
         pipe = LattePipeline.from_pretrained(folder)
         pipe.set_progress_bar_config(disable=True)
         cases = prompt_set(args.num_seen)
         result = evaluate_adherence(
-            pipe, cases, args.seeds, batch_size=args.batch_size, num_inference_steps=args.steps,
-            guidance_scale=args.guidance_scale, height=None, width=None,
+            pipe, cases, args.seeds, batch_size=args.batch_size, num_inference_steps=steps,
+            guidance_scale=guidance, height=None, width=None,
         )
         result["settings"] = {
-            "model": str(folder), "seeds": args.seeds, "steps": args.steps,
-            "guidance_scale": args.guidance_scale, "prompts": len(cases),
+            "model": str(folder), "seeds": args.seeds, "steps": steps, "guidance": guidance,
+            "prompts": len(cases),
         }
-        print(f"{folder}: {len(cases)} prompts x {len(args.seeds)} seeds, {args.steps} steps, "
-              f"guidance {args.guidance_scale}")
+        print(f"{folder}: {len(cases)} prompts x {len(args.seeds)} seeds, {steps} steps, guidance {guidance}")
     print(format_table(result["table"]))
     if args.json:
         write_json(args.json, result)
