@@ -197,6 +197,12 @@ def test_documented_compile_recipe_runs():
 def test_load_folder_and_dtype(folder):
     pipe = LattePipeline.from_pretrained(folder, torch_dtype=torch.bfloat16)
     assert pipe.transformer.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.bfloat16
+    pipe.set_progress_bar_config(disable=True)
+    low = gen(pipe)
+    assert low.dtype == torch.float32 and torch.isfinite(low).all()
+    pipe.to(torch.float32)
+    assert pipe.transformer.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.float32
+    assert (gen(pipe) - low).abs().max() < 0.1
     assert json.loads((folder / "model_index.json").read_text())["transformer"] == [
         "diffusers", "LatteTransformer3DModel"]
 
