@@ -93,9 +93,11 @@ def pad_text(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 @dataclass
 class Dist:
+    """This process's place in the job (rank 0 of 1 without torchrun)."""
+
     rank: int = 0
     world: int = 1
-    local_rank: int = 0
+    device: torch.device = torch.device("cpu")  # where collectives run (NCCL needs CUDA tensors)
 
     @property
     def main(self) -> bool:
@@ -106,10 +108,11 @@ class Dist:
             dist.barrier()
 
     def mean(self, values: torch.Tensor) -> torch.Tensor:
+        """The mean of `values` over all ranks (a CPU tensor)."""
         if self.world > 1:
-            values = values.clone()
+            values = values.to(self.device)
             dist.all_reduce(values)
-            values /= self.world
+            values = values.cpu() / self.world
         return values
 
 
@@ -122,9 +125,10 @@ def init_distributed(device: str | None) -> tuple[Dist, torch.device]:
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
+    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
     if cuda:
-        torch.cuda.set_device(local_rank)
-    return Dist(rank, world, local_rank), torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+        torch.cuda.set_device(device)
+    return Dist(rank, world, device), device
 
 
 #################################################################################
@@ -565,7 +569,6 @@ def train(cfg: Config) -> dict:
                 bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.2e}")
             running, window, window_start = torch.zeros(4), 0, time.perf_counter()
         if render is not None and done % cfg.log.sample_every == 0:
-            ema.eval()
             render(ema, done)
         if done % cfg.log.ckpt_every == 0 or done == t.steps:
             # Every rank takes part: FSDP gathers its shards here.
