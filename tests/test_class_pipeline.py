@@ -138,6 +138,16 @@ def test_ddim_gets_epsilon_channels():
     assert pipe.scheduler.timesteps.tolist() == [750, 500, 250, 0]  # DDIM keeps its own spacing
 
 
+def test_dpm_solver_from_the_paper_config():
+    from diffusers import DPMSolverMultistepScheduler
+
+    pipe = tiny_pipeline()
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    assert pipe.scheduler.config.variance_type is None  # else it would cut epsilon to 3 channels
+    latents = pipe(0, num_inference_steps=3, video_length=2, output_type="latent").frames
+    assert latents.shape == (1, 4, 2, 8, 8) and torch.isfinite(latents).all()
+
+
 def test_unconditional_model():
     pipe = tiny_pipeline(num_classes=0, learn_sigma=False)
     frames = pipe(num_videos_per_label=2, num_inference_steps=2, video_length=2, height=32, width=32,

@@ -67,7 +67,9 @@ class LatteClassPipeline:
 
     # The denoising conventions are the text pipeline's, shared rather than copied: starting noise drawn
     # like diffusers' randn_tensor in the transformer's dtype, per-scheduler step arguments, the output
-    # types, the progress bar.
+    # types, the progress bar, and the scheduler setter (it drops `variance_type: learned*` from schedulers
+    # that would then keep 3 of the 4 epsilon channels, e.g. DPM-Solver++ built from the DDPM config).
+    scheduler = LattePipeline.scheduler
     prepare_latents = LattePipeline.prepare_latents
     _step_kwargs = LattePipeline._step_kwargs
     postprocess = staticmethod(LattePipeline.postprocess)
