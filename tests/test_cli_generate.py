@@ -7,6 +7,7 @@ import re
 
 import av
 import pytest
+import torch
 
 from latte.cli.main import main
 from tiny_components import build_tiny_pipeline_folder
@@ -72,6 +73,9 @@ def test_no_model_says_what_to_pass(tmp_path, monkeypatch, capsys):
         (["-o", "{tmp}/v.mp4", "--height", "60"], "height must be a positive multiple of 16"),
         (["-o", "{tmp}/v.mp4", "--scheduler", "Fancy"], "unknown scheduler 'Fancy'; allowed: .*DDIM"),
         (["-o", "{tmp}/v.mp4", "--model", "{tmp}/nope"], "model folder not found: .*nope"),
+        (["-o", "{tmp}/file"], "is a file: a PNG frame folder needs a folder path"),
+        pytest.param(["-o", "{tmp}/v.mp4", "--device", "cuda:0"], "no CUDA device is available here",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")),
     ],
 )
 def test_bad_input_is_one_clear_line(model, tmp_path, capsys, args, message):

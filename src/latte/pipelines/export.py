@@ -49,6 +49,8 @@ def check_output_path(path: str | os.PathLike) -> Path:
     suffix = path.suffix.lower()
     if suffix and suffix not in VIDEO_SUFFIXES and not path.is_dir():
         raise ValueError(f"unsupported video format {path.suffix!r} for {path}: use .mp4, .gif or a folder")
+    if not suffix and path.is_file():
+        raise ValueError(f"{path} is a file: a PNG frame folder needs a folder path (or use .mp4 / .gif)")
     existing = next(p for p in (path, *path.parents) if p.exists())  # the first ancestor that exists
     if existing != path and not existing.is_dir():
         raise OSError(f"cannot write {path}: {existing} is a file, not a folder")
