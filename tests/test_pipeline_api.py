@@ -105,6 +105,16 @@ def test_callback_sees_every_step_and_can_replace_latents(pipe):
     changed = gen(pipe, callback_on_step_end=swap, **kwargs)
     assert (changed - same).abs().max() > 1e-3  # the new text takes effect from the next step
 
+    from diffusers.callbacks import PipelineCallback
+
+    class Zero(PipelineCallback):  # diffusers' callback objects name their own tensor inputs
+        tensor_inputs = ["latents"]
+
+        def callback_fn(self, pipeline, step_index, timestep, callback_kwargs):
+            return {"latents": torch.zeros_like(callback_kwargs["latents"])}
+
+    assert torch.count_nonzero(gen(pipe, output_type="latent", callback_on_step_end=Zero())) == 0
+
     calls = []
     pipe.transformer.register_forward_hook(lambda *a: calls.append(1))
     gen(pipe, num_inference_steps=4, callback_on_step_end=stop)

@@ -543,6 +543,7 @@ class LattePipeline:
             callback_on_step_end: `fn(pipe, step_index, timestep, tensors) -> dict` called after every step
                 with the tensors named in `callback_on_step_end_tensor_inputs` (`latents` by default; also
                 `prompt_embeds`, `negative_prompt_embeds`); tensors it returns replace the pipeline's.
+                diffusers' `PipelineCallback` objects work too (their `tensor_inputs` are used).
                 Setting `pipe._interrupt = True` inside it skips the remaining steps.
             clean_caption: accepted for compatibility; prompts are lower-cased and stripped (diffusers'
                 behaviour when bs4/ftfy are not installed), no further cleaning.
@@ -555,6 +556,8 @@ class LattePipeline:
             `LattePipelineOutput(frames)`, or `(frames,)` when `return_dict=False`.
         """
         # 1. Check inputs
+        if hasattr(callback_on_step_end, "tensor_inputs"):  # diffusers PipelineCallback objects
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         if num_videos_per_prompt is not None:
             if num_images_per_prompt not in (1, num_videos_per_prompt):
                 raise ValueError(
