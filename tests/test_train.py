@@ -219,3 +219,17 @@ def test_fine_tune_from_an_exported_model(setup, tmp_path):
         build_model(tuned, cache.meta["latent_shape"], 16)
     with pytest.raises(ValueError, match="leave model.args and model.name empty"):
         tiny_config(tmp_path / "x", components, root / "cache", model={"pretrained": str(exported)})
+
+
+def test_cli_train_and_export(setup, tmp_path, capsys):
+    from latte.cli.main import main
+    from latte.training.config import save_config
+
+    root, components, _ = setup
+    path = save_config(tiny_config(tmp_path / "run", components, root / "cache"), tmp_path / "run.yaml")
+    assert main(["train", str(path), "train.stepz=2"]) == 2
+    assert "unknown config key 'train.stepz'" in capsys.readouterr().err
+    assert main(["train", str(path), "train.steps=1"]) == 0
+    assert "step 1: loss" in capsys.readouterr().out
+    assert main(["export", str(tmp_path / "run"), "-o", str(tmp_path / "model")]) == 0
+    assert (tmp_path / "model" / "transformer" / "config.json").is_file()
