@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from diffusers import AutoencoderKL, DPMSolverMultistepScheduler
 from tqdm import tqdm
 
@@ -54,34 +53,54 @@ def random_frames(dataset: SyntheticShapes, batch: int, g: torch.Generator) -> t
     return torch.stack(frames)
 
 
-def train_vae(downsample: int = 8, steps: int = 3000, batch: int = 16, lr: float = 1e-3,
-              kl_weight: float = 1e-6, seed: int = 0) -> AutoencoderKL:
-    """Train the frame autoencoder on the domain's training clips (L1 reconstruction + a light KL)."""
+def foreground_weight(frames: torch.Tensor, weight: float) -> torch.Tensor:
+    """Per-pixel loss weight (B, 1, H, W): 1 on the background, 1 + `weight` on the shape. The shape covers
+    ~5% of a frame, so an unweighted loss is met by painting the background alone."""
+    border = torch.cat([frames[..., 0, :], frames[..., -1, :], frames[..., 0], frames[..., -1]], dim=-1)
+    background = border.median(-1).values[..., None, None]  # (B, 3, 1, 1)
+    return 1 + weight * ((frames - background).abs().amax(1, keepdim=True) > 0.1).float()
+
+
+def set_scaling_factor(vae: AutoencoderKL, frames: torch.Tensor) -> None:
+    """Unit-variance latents for the diffusion model (SD's 0.18215 plays the same role)."""
+    with torch.no_grad():
+        latents = vae.encode(frames).latent_dist.mean
+    vae.register_to_config(scaling_factor=round(1.0 / latents.std().item(), 5))
+
+
+def train_vae(downsample: int = 8, steps: int = 1000, batch: int = 8, lr: float = 1e-3,
+              kl_weight: float = 1e-6, fg_weight: float = 10.0, seed: int = 0,
+              out: Path | None = None, save_every: int = 0) -> AutoencoderKL:
+    """Train the frame autoencoder on the domain's training clips: foreground-weighted L1 + MSE and a light
+    KL. With `out` and `save_every`, the VAE is also saved every `save_every` steps (a run can stop early)."""
     torch.manual_seed(seed)
     vae = AutoencoderKL(**vae_config(downsample))
     dataset = SyntheticShapes(100_000, size=FRAME_SIZE, seed=seed + 1, split="train")
     g = torch.Generator().manual_seed(seed)
+    probe = random_frames(dataset, 64, g)  # fixed frames for the scaling factor
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    bar = tqdm(range(steps), desc="vae", unit="step")
-    for _ in bar:
+    bar = tqdm(range(1, steps + 1), desc="vae", unit="step")
+    for step in bar:
         x = random_frames(dataset, batch, g)
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(generator=g)).sample
-        rec_loss = F.l1_loss(recon, x)
+        w = foreground_weight(x, fg_weight)
+        err = recon - x
+        rec_loss = ((err.abs() + err.square()) * w).mean() / w.mean()
         kl = posterior.kl().mean() / x[0].numel()  # per pixel value, so the weight is resolution-free
         loss = rec_loss + kl_weight * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        bar.set_postfix(l1=f"{rec_loss.item():.4f}", kl=f"{kl.item():.1f}")
+        bar.set_postfix(loss=f"{rec_loss.item():.4f}", kl=f"{kl.item():.1f}")
+        if out is not None and save_every and (step % save_every == 0 or step == steps):
+            set_scaling_factor(vae, probe)
+            vae.save_pretrained(out)
     vae.eval().requires_grad_(False)
-    # Unit-variance latents for the diffusion model, like SD's 0.18215.
-    with torch.no_grad():
-        latents = vae.encode(random_frames(dataset, 256, g)).latent_dist.sample(generator=g)
-    vae.register_to_config(scaling_factor=round(1.0 / latents.std().item(), 5))
-    log.info("vae: final l1 %.4f, scaling_factor %s", rec_loss.item(), vae.config.scaling_factor)
+    set_scaling_factor(vae, probe)
+    log.info("vae: final loss %.4f, scaling_factor %s", rec_loss.item(), vae.config.scaling_factor)
     return vae
 
 
@@ -117,7 +136,8 @@ def build_scheduler() -> DPMSolverMultistepScheduler:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="folder for vae/, text_encoder/, tokenizer/, scheduler/")
-    parser.add_argument("--vae-steps", type=int, default=3000)
+    parser.add_argument("--vae-steps", type=int, default=1000)
+    parser.add_argument("--save-every", type=int, default=50, help="also save the VAE every N steps")
     parser.add_argument("--vae-downsample", type=int, default=8, choices=(4, 8))
     parser.add_argument("--only", choices=("vae", "text", "scheduler"), help="build one part only")
     parser.add_argument("--threads", type=int, default=2)
@@ -125,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     if args.only in (None, "vae"):
-        train_vae(args.vae_downsample, args.vae_steps).save_pretrained(args.out / "vae")
+        vae = train_vae(args.vae_downsample, args.vae_steps, out=args.out / "vae", save_every=args.save_every)
+        vae.save_pretrained(args.out / "vae")
     if args.only in (None, "text"):
         build_text_components(args.out)
     if args.only in (None, "scheduler"):
