@@ -1,0 +1,130 @@
+"""End to end: our LattePipeline against diffusers' LattePipeline on the very same components.
+
+Components, random weights: a small T5 encoder of Latte-1's width (4096, 2 layers), the SD-style VAE
+(block_out_channels 128, 256, 512, 512), the Latte-1-shaped transformer (28 layers, width 1152; ours shares
+diffusers' weight tensors) and DDIM. Both pipelines run in this one process, same threads and allocator,
+timed round-robin; the frames are compared.
+
+    python benchmarks/bench_pipeline.py                     # CPU: 16 x 128 x 128, 4 steps
+    python benchmarks/bench_pipeline.py --gpu    # the Latte-1 docs setting: fp16, 16 x 512 x 512, 50 steps
+"""
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from bench_transformer import LATTE1
+from bench_utils import interleaved, machine_info, measure_peak, summary, time_call, tune_allocator
+from diffusers import AutoencoderKL, DDIMScheduler, LatteTransformer3DModel
+from diffusers import LattePipeline as DiffusersLattePipeline
+from transformers import T5Config, T5EncoderModel, T5Tokenizer
+
+from latte.models.latte_t2v import LatteT2VConfig, LatteT2VTransformer
+from latte.models.text_encoder import train_tokenizer
+from latte.models.vae import decode_latents
+from latte.pipelines import LattePipeline
+
+PROMPT = "a red circle moves left across a blue background"
+CORPUS = [PROMPT, "a green triangle bounces", "a yellow star spins slowly", "waves on a beach at sunset"]
+
+
+def build_components(dtype: torch.dtype, device: str, layers: int, seed: int = 0):
+    """Shared components and diffusers' transformer; ours shares its weights (no copy)."""
+    torch.manual_seed(seed)
+    folder = Path(tempfile.mkdtemp(prefix="latte-bench-tokenizer-"))
+    train_tokenizer(CORPUS, folder, vocab_size=64)
+    tokenizer = T5Tokenizer.from_pretrained(str(folder))
+    t5 = T5Config(
+        vocab_size=len(tokenizer), d_model=4096, d_kv=64, num_heads=8, num_layers=2, d_ff=2048,
+        feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False, pad_token_id=0,
+        eos_token_id=1,
+    )  # fmt: skip
+    text_encoder = T5EncoderModel(t5).eval()
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    ).eval()  # fmt: skip
+    ref = LatteTransformer3DModel(**{**LATTE1, "num_layers": layers}).eval()
+    ours = LatteT2VTransformer.from_state_dict(
+        ref.state_dict(), LatteT2VConfig(**{**LATTE1, "num_layers": layers})
+    )
+    for module in (text_encoder, vae, ref, ours):
+        module.requires_grad_(False).to(device=device, dtype=dtype)
+    # DDIM as published for Latte-1 but without `variance_type` (diffusers' pipeline crashes on it).
+    scheduler = DDIMScheduler(
+        beta_start=1e-4, beta_end=0.02, beta_schedule="linear", clip_sample=False, timestep_spacing="leading"
+    )
+    parts = dict(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler)
+    return {**parts, "transformer": ours}, ref
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=4, help="denoising steps (default 4 on CPU)")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--size", type=int, default=128, help="pixel height = width")
+    parser.add_argument("--layers", type=int, default=28, help="transformer depth (Latte-1: 28)")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--allocator", choices=["default", "tuned"], default="default")
+    parser.add_argument("--gpu", action="store_true", help="CUDA, fp16, 16 x 512 x 512, 50 steps")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    device, dtype = ("cuda", torch.float16) if args.gpu else ("cpu", torch.float32)
+    if args.gpu:
+        if not torch.cuda.is_available():
+            raise SystemExit("--gpu needs a CUDA device")
+        args.steps, args.size = 50, 512
+
+    torch.set_num_threads(args.threads)
+    print(json.dumps(machine_info(args.threads)), f"| {tune_allocator(args.allocator)}")
+    size = f"{args.frames} x {args.size} x {args.size}"
+    print(f"setting: {device}, {dtype}, {size}, {args.steps} DDIM steps, guidance 7.5")
+    components, ref_transformer = build_components(dtype, device, args.layers)
+    ours = LattePipeline(**components)
+    ours.set_progress_bar_config(disable=True)
+    theirs = DiffusersLattePipeline(**{**components, "transformer": ref_transformer})
+    theirs.set_progress_bar_config(disable=True)
+    call = dict(
+        prompt=PROMPT, num_inference_steps=args.steps, video_length=args.frames, height=args.size,
+        width=args.size, output_type="pt", clean_caption=False,
+    )  # fmt: skip
+
+    def run(pipe):
+        return pipe(**call, generator=torch.Generator(device).manual_seed(0)).frames
+
+    with torch.inference_mode():
+        fns = {"diffusers": lambda: run(theirs), "ours": lambda: run(ours)}
+        outputs = {}
+        for name, fn in fns.items():
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+                outputs[name] = fn()
+                print(f"{name:>10} peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+            else:
+                peak = measure_peak(lambda fn=fn, name=name: outputs.__setitem__(name, fn()))
+                print(
+                    f"{name:>10} peak RSS {peak['peak_gib']:.2f} GiB, +{peak['above_gib']:.2f} GiB over the "
+                    "loaded models (one process: heap reuse makes the second figure a lower bound)"
+                )
+        times = interleaved(fns, args.repeats, warmup=0, device=device)
+        latents = torch.randn(1, 4, args.frames, args.size // 8, args.size // 8, device=device, dtype=dtype)
+        decode = time_call(lambda: decode_latents(components["vae"], latents, chunk_size=14), device)
+    med = {k: summary(v) for k, v in times.items()}
+    diff = (outputs["ours"].float() - outputs["diffusers"].float()).abs().max().item()
+    for k, v in med.items():
+        print(f"{k:>10}: {v:8.2f} s end to end")
+    print(f"VAE decode of the {args.frames} frames alone (shared component): {decode:.2f} s")
+    print(f"speed-up ours vs diffusers, end to end: {med['diffusers'] / med['ours']:.2f}x")
+    print(f"max |frames ours - diffusers| = {diff:.2e} (frames in [0, 1])")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
