@@ -6,6 +6,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from latte.acceleration.cache import TeaCache
 from latte.acceleration.distributed import CFGParallel, generate_spread
+from latte.acceleration.fidelity import psnr, ssim
 from latte.acceleration.flops import t2v_forward_flops
 from latte.models.latte_t2v import LatteT2VConfig, LatteT2VTransformer
 from latte.pipelines import LattePipeline
@@ -76,7 +77,7 @@ def test_fused_inference_linears_equal_autograd_path(model):
 
 def test_flop_count_matches_torch_counter(model):
     """The analytic count used for GFLOP/s equals torch's own count of the forward's matmuls, plus the
-    attention products (torch's counter skips the CPU flash-attention kernel): 4 * tokens * seq * D a layer."""
+    attention products (torch's counter skips CPU flash attention): 4 * tokens * seq * D per layer."""
     x, t, text = inputs(batch=2, frames=3, tokens=5)
     with FlopCounterMode(display=False) as counter:
         model(x, t, text)  # autograd on: plain aten ops, all of which the counter sees
@@ -134,3 +135,16 @@ def test_single_process_modes_are_exact():
         f"a{torch.randint(0, 99, (1,), generator=torch.Generator().manual_seed(5)).item()}",
         f"b{torch.randint(0, 99, (1,), generator=torch.Generator().manual_seed(6)).item()}",
     ]
+
+
+def test_psnr_and_ssim():
+    g = torch.Generator().manual_seed(0)
+    video = torch.rand(2, 3, 3, 24, 24, generator=g)
+    assert psnr(video, video) == float("inf") and ssim(video, video) == pytest.approx(1.0, abs=1e-6)
+    assert psnr((video + 0.1).clamp(max=2), video) == pytest.approx(20.0, abs=1e-3)  # mse 0.01
+    noisy = (video + 0.05 * torch.randn(video.shape, generator=g)).clamp(0, 1)
+    very_noisy = (video + 0.3 * torch.randn(video.shape, generator=g)).clamp(0, 1)
+    assert 1 > ssim(noisy, video) > ssim(very_noisy, video) > 0
+    assert ssim(noisy, video) == pytest.approx(ssim(video, noisy), abs=1e-6)
+    with pytest.raises(ValueError, match="equal shapes"):
+        psnr(video, video[:1])

@@ -4,7 +4,8 @@ TeaCache (Liu et al., "Timestep Embedding Tells: It's Time to Cache for Video Di
 timestep-modulated input of the first block changes, from one denoising step to the next, roughly as much as
 the output of all the blocks does. So the wrapper sums the relative L1 change of that input since the last
 full evaluation; while the sum stays below `threshold` it skips every block and adds the residual of the
-last full evaluation (blocks' output minus their input) to the new input instead. Embedding and final layer always run.
+last full evaluation (blocks' output minus their input) to the new input instead. Embedding and final
+layer always run.
 
 Differences from the paper: no fitted polynomial rescaling of the change (none is published for Latte-1, and a
 rescale only moves the threshold); one decision for the whole batch (both guidance halves); the first step of

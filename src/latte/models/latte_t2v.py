@@ -2,8 +2,11 @@
 
 Input latents (B, C, F, H, W), timesteps (B,), projected T5 text (B, L, caption_channels). Spatial blocks
 attend within a frame and cross-attend to the text; temporal blocks attend across frames at one patch
-position. The two kinds interleave (the paper's variant 1). A 1-D sin-cos frame table is added once, before the first
-temporal block; it is built for the actual frame count, so any F >= 1 works.
+position. The two kinds interleave (the paper's variant 1). A 1-D sin-cos frame table is added once, before
+the first temporal block; it is built for the actual frame count, so any F >= 1 works.
+
+At CPU inference the linears run as fused oneDNN calls (`latte.models.layers.linear`); the prompt-only work
+can be done once per generation with `prepare_text`. Outputs equal diffusers' to float rounding.
 
 Letters in shape comments: B batch, F frames, N patches per frame, L text tokens, D width, p patch size.
 """
