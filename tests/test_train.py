@@ -5,8 +5,10 @@ import json
 import pytest
 import torch
 
-from latte.data.cache import LatentCache
+from latte.data.cache import LatentCache, encode_posterior
+from latte.data.synthetic import SyntheticShapes
 from latte.diffusion import GaussianDiffusion, linear_betas
+from latte.models.vae import load_vae
 from latte.training import checkpoint as ckpt
 from latte.training.config import load_config
 from latte.training.export import export_run
@@ -53,9 +55,13 @@ def test_lr_schedule():
 
 
 def test_cache_contents(setup):
-    _, _, cache = setup
+    _, components, cache = setup
     assert len(cache) == 8 and cache.meta["latent_shape"] == [4, 4, 8, 8] and cache.meta["text_dim"] == 32
-    item = cache[3]
+    assert [shard["size"] for shard in cache.meta["shards"]] == [4, 4]
+    item = cache[5]  # in the second shard: clip 5 of the data set, encoded by the VAE
+    mean, std = encode_posterior(load_vae(components / "vae"), SyntheticShapes(8, 4, 64)[5]["video"][None])
+    torch.testing.assert_close(item["mean"], mean[0])
+    torch.testing.assert_close(item["std"], std[0])
     assert item["mean"].shape == (4, 4, 8, 8) and (item["std"] > 0).all()
     text = cache.text(item["caption"])
     assert text.ndim == 2 and 1 < len(text) < 120  # real tokens only

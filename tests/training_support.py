@@ -19,6 +19,7 @@ def tiny_config(output_dir: Path, components: Path, cache_dir: Path, **sections)
         "model": {"type": "t2v", "args": dict(TINY_MODEL)},
         "data": {
             "source": "synthetic",
+            "shard_size": 3,  # two shards of 4 clips: exercises shard lookup
             "num_samples": 8,
             "num_frames": 4,
             "size": 64,

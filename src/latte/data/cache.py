@@ -18,6 +18,7 @@ for twice the bytes of one sample. Why only real tokens: training masks padded t
 15 x 4096 floats instead of 120 x 4096.
 """
 
+import bisect
 import logging
 import os
 from pathlib import Path
@@ -214,7 +215,7 @@ class LatentCache(Dataset):
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for a cache of {len(self)} clips")
-        shard = next(i for i in range(len(self.sizes)) if index < self.starts[i + 1])
+        shard = bisect.bisect_right(self.starts, index) - 1  # starts[shard] <= index < starts[shard + 1]
         row, handle = index - self.starts[shard], self._shard(shard)
         item = {key: handle.get_slice(key)[row : row + 1][0] for key in handle.keys()}  # noqa: SIM118 (not a dict)
         item["caption"], item["label"] = int(item["caption"]), int(item["label"])
