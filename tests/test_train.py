@@ -239,3 +239,17 @@ def test_cli_train_and_export(setup, tmp_path, capsys):
     assert "step 1: loss" in capsys.readouterr().out
     assert main(["export", str(tmp_path / "run"), "-o", str(tmp_path / "model")]) == 0
     assert (tmp_path / "model" / "transformer" / "config.json").is_file()
+
+
+def test_checkpointing_and_bf16_options(setup, tmp_path):
+    """Activation checkpointing changes nothing; bf16 autocast gives the fp32 loss up to bf16 rounding."""
+    root, components, _ = setup
+
+    def run(name, **train_settings):
+        cfg = tiny_config(tmp_path / name, components, root / "cache", train={"steps": 2, **train_settings})
+        train(cfg)
+        return torch.tensor([m["loss"] for m in _metrics(cfg.run_dir)])
+
+    plain = run("plain")
+    torch.testing.assert_close(run("checkpointed", gradient_checkpointing=True), plain, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(run("bf16", precision="bf16")[0], plain[0], rtol=2e-2, atol=0)
