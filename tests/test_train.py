@@ -232,11 +232,13 @@ def test_cli_train_and_export(setup, tmp_path, capsys):
     from latte.training.config import save_config
 
     root, components, _ = setup
-    path = save_config(tiny_config(tmp_path / "run", components, root / "cache"), tmp_path / "run.yaml")
+    cfg = tiny_config(tmp_path / "run", components, root / "cache", export_dir=str(tmp_path / "auto"))
+    path = save_config(cfg, tmp_path / "run.yaml")
     assert main(["train", str(path), "train.stepz=2"]) == 2
     assert "unknown config key 'train.stepz'" in capsys.readouterr().err
     assert main(["train", str(path), "train.steps=1"]) == 0
     assert "step 1: loss" in capsys.readouterr().out
+    assert (tmp_path / "auto" / "model_index.json").is_file()  # export_dir: exported at the end
     assert main(["export", str(tmp_path / "run"), "-o", str(tmp_path / "model")]) == 0
     assert (tmp_path / "model" / "transformer" / "config.json").is_file()
 

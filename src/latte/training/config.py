@@ -102,6 +102,8 @@ class Config:
     output_dir: str = "runs/latte"
     # Folder with the frozen vae/ (t2v: also text_encoder/, tokenizer/, scheduler/); `latte export` copies it.
     components: str | None = None
+    # When set, the finished run's EMA model is exported here (as `latte export`): one command, one model.
+    export_dir: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainSettings = field(default_factory=TrainSettings)

@@ -597,6 +597,10 @@ def train(cfg: Config) -> dict:
     summary = {"step": t.steps, "run_dir": str(run_dir), **{k: v for k, v in last.items() if k != "step"}}
     if ranks.main:
         write_json(run_dir / "summary.json", summary)
+        if cfg.export_dir:
+            from latte.training.export import export_run
+
+            export_run(run_dir, cfg.export_dir)
     return summary
 
 
