@@ -195,9 +195,10 @@ def prepare_cache(cfg: Config, ranks: Dist, device: torch.device) -> LatentCache
     meta_path = folder / "cache.json"
     if ranks.main and not meta_path.is_file():
         logger.info("building the latent cache in %s", folder)
+        dataset = make_dataset(cfg)  # before loading the big frozen models: bad data paths fail fast
         vae, text = load_frozen(cfg, device)
         build_cache(
-            make_dataset(cfg),
+            dataset,
             folder,
             vae,
             text,
@@ -465,7 +466,8 @@ def train(cfg: Config) -> dict:
     if cfg.data.use_cache:
         cache = prepare_cache(cfg, ranks, device)
     else:
-        cache = OnlineLatents(make_dataset(cfg), *load_frozen(cfg, device))
+        dataset = make_dataset(cfg)
+        cache = OnlineLatents(dataset, *load_frozen(cfg, device))
     order = SampleOrder(len(cache), t.seed)
     local_batch = t.batch_size // (ranks.world * t.grad_accum)
 
