@@ -107,6 +107,14 @@ class Dist:
         if self.world > 1:
             dist.barrier()
 
+    def share(self, value):
+        """Rank 0's `value` on every rank (a picklable object); also a barrier."""
+        if self.world == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0, device=self.device)
+        return box[0]
+
     def mean(self, values: torch.Tensor) -> torch.Tensor:
         """The mean of `values` over all ranks (a CPU tensor)."""
         if self.world > 1:
@@ -193,22 +201,30 @@ def prepare_cache(cfg: Config, ranks: Dist, device: torch.device) -> LatentCache
     """Open the run's latent cache, building it first (rank 0) when it does not exist."""
     folder, fingerprint = cfg.cache_path, cache_fingerprint(cfg)
     meta_path = folder / "cache.json"
+    failure = None
     if ranks.main and not meta_path.is_file():
         logger.info("building the latent cache in %s", folder)
-        dataset = make_dataset(cfg)  # before loading the big frozen models: bad data paths fail fast
-        vae, text = load_frozen(cfg, device)
-        build_cache(
-            dataset,
-            folder,
-            vae,
-            text,
-            fingerprint,
-            repeats=cfg.data.cache_repeats,
-            shard_size=cfg.data.shard_size,
-            num_workers=cfg.data.num_workers,
-        )
-        del vae, text
-    ranks.barrier()
+        try:
+            dataset = make_dataset(cfg)  # before loading the big frozen models: bad data paths fail fast
+            vae, text = load_frozen(cfg, device)
+            build_cache(
+                dataset,
+                folder,
+                vae,
+                text,
+                fingerprint,
+                repeats=cfg.data.cache_repeats,
+                shard_size=cfg.data.shard_size,
+                num_workers=cfg.data.num_workers,
+            )
+        except Exception as err:
+            failure = err
+    # The other ranks wait for rank 0, and fail with it instead of waiting forever.
+    message = ranks.share(None if failure is None else f"{type(failure).__name__}: {failure}")
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise RuntimeError(f"rank 0 could not build the latent cache: {message}")
     found = read_json(meta_path).get("fingerprint") or {}
     if found != fingerprint:
         changed = sorted(
