@@ -1,13 +1,14 @@
 """Build the frozen parts of the shipped `latte-shapes` model: VAE, T5 encoder, tokenizer, scheduler.
 
-    python scripts/build_shapes_components.py OUT_DIR [--vae-steps 3000]
+    python scripts/build_shapes_components.py OUT_DIR [--vae-steps 500]
 
 writes OUT_DIR/{vae,text_encoder,tokenizer,scheduler}/ in the Latte-1 (diffusers) layout; `latte train
 configs/latte-shapes.yaml` then trains the transformer on top of them and `latte export` assembles the model.
 
-- vae/: a small diffusers `AutoencoderKL` (4 latent channels, 8x downsampling as in Latte-1), trained here
-  on frames of the synthetic domain; its `scaling_factor` is 1 / std of the trained latents (SD's 0.18215
-  plays the same role).
+- vae/: a small diffusers `AutoencoderKL` (4 latent channels), trained here on frames of the synthetic
+  domain; its `scaling_factor` is 1 / std of the trained latents (SD's 0.18215 plays the same role). It
+  downsamples 4x by default (Latte-1's VAE: 8x): at 64 px an 8x latent leaves a shape one or two latent
+  pixels, which a VAE trained for minutes on a CPU does not reconstruct.
 - text_encoder/: a 2-layer `T5EncoderModel` with random, seeded weights. It is frozen: the transformer
   learns to read its features, exactly as Latte-1 reads a frozen T5-XXL.
 - tokenizer/: a sentencepiece model trained on every caption of the domain.
@@ -33,14 +34,14 @@ FRAME_SIZE = 64
 
 def vae_config(downsample: int) -> dict:
     """A small AutoencoderKL; `downsample` (4 or 8) = 2 ** (number of blocks - 1)."""
-    channels = {4: (16, 32, 64), 8: (16, 32, 64, 64)}
+    channels = {4: (8, 16, 32), 8: (16, 32, 64, 64)}
     if downsample not in channels:
         raise ValueError(f"downsample must be one of {sorted(channels)}, got {downsample}")
     n = len(channels[downsample])
     return dict(
         in_channels=3, out_channels=3, latent_channels=4, block_out_channels=channels[downsample],
         down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
-        layers_per_block=1, norm_num_groups=8, sample_size=FRAME_SIZE,
+        layers_per_block=1, norm_num_groups=4, sample_size=FRAME_SIZE,
     )
 
 
@@ -68,17 +69,30 @@ def set_scaling_factor(vae: AutoencoderKL, frames: torch.Tensor) -> None:
     vae.register_to_config(scaling_factor=round(1.0 / latents.std().item(), 5))
 
 
-def train_vae(downsample: int = 8, steps: int = 1000, batch: int = 8, lr: float = 1e-3,
+def train_vae(downsample: int = 4, steps: int = 500, batch: int = 8, lr: float = 1e-3,
               kl_weight: float = 1e-6, fg_weight: float = 10.0, seed: int = 0,
-              out: Path | None = None, save_every: int = 0) -> AutoencoderKL:
+              out: Path | None = None, save_every: int = 0, init: Path | None = None,
+              decoder_only: bool = False) -> AutoencoderKL:
     """Train the frame autoencoder on the domain's training clips: foreground-weighted L1 + MSE and a light
-    KL. With `out` and `save_every`, the VAE is also saved every `save_every` steps (a run can stop early)."""
+    KL. With `out` and `save_every`, the VAE is also saved every `save_every` steps (a run can stop early);
+    `init` continues from a saved VAE folder; `decoder_only` then trains the decoder alone, so the latent
+    space (and latents already encoded with it) stays valid: SD's ft-MSE VAE was made the same way."""
     torch.manual_seed(seed)
-    vae = AutoencoderKL(**vae_config(downsample))
+    vae = AutoencoderKL.from_pretrained(init) if init else AutoencoderKL(**vae_config(downsample))
+    # A near-deterministic posterior (std e^-5): with the default std ~1 the sampling noise drowns the
+    # latents and the decoder learns only blurred average colours in a short run.
+    if not decoder_only:
+        with torch.no_grad():
+            c = vae.config.latent_channels
+            vae.quant_conv.weight[c:].zero_()
+            vae.quant_conv.bias[c:].fill_(-10.0)
+    frozen = (vae.encoder, vae.quant_conv) if decoder_only else ()
+    for module in frozen:
+        module.requires_grad_(False)
     dataset = SyntheticShapes(100_000, size=FRAME_SIZE, seed=seed + 1, split="train")
     g = torch.Generator().manual_seed(seed)
     probe = random_frames(dataset, 64, g)  # fixed frames for the scaling factor
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     bar = tqdm(range(1, steps + 1), desc="vae", unit="step")
     for step in bar:
@@ -96,10 +110,12 @@ def train_vae(downsample: int = 8, steps: int = 1000, batch: int = 8, lr: float 
         sched.step()
         bar.set_postfix(loss=f"{rec_loss.item():.4f}", kl=f"{kl.item():.1f}")
         if out is not None and save_every and (step % save_every == 0 or step == steps):
-            set_scaling_factor(vae, probe)
+            if not decoder_only:
+                set_scaling_factor(vae, probe)
             vae.save_pretrained(out)
     vae.eval().requires_grad_(False)
-    set_scaling_factor(vae, probe)
+    if not decoder_only:  # the encoder, so the latents' scale, did not change
+        set_scaling_factor(vae, probe)
     log.info("vae: final loss %.4f, scaling_factor %s", rec_loss.item(), vae.config.scaling_factor)
     return vae
 
@@ -136,16 +152,21 @@ def build_scheduler() -> DPMSolverMultistepScheduler:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="folder for vae/, text_encoder/, tokenizer/, scheduler/")
-    parser.add_argument("--vae-steps", type=int, default=1000)
+    parser.add_argument("--vae-steps", type=int, default=500)
     parser.add_argument("--save-every", type=int, default=50, help="also save the VAE every N steps")
-    parser.add_argument("--vae-downsample", type=int, default=8, choices=(4, 8))
+    parser.add_argument("--vae-downsample", type=int, default=4, choices=(4, 8))
     parser.add_argument("--only", choices=("vae", "text", "scheduler"), help="build one part only")
+    parser.add_argument("--vae-init", type=Path, default=None, help="continue training this VAE folder")
+    parser.add_argument("--decoder-only", action="store_true",
+                        help="with --vae-init: train the decoder alone (keeps the latent space)")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     if args.only in (None, "vae"):
-        vae = train_vae(args.vae_downsample, args.vae_steps, out=args.out / "vae", save_every=args.save_every)
+        vae = train_vae(args.vae_downsample, args.vae_steps, out=args.out / "vae", save_every=args.save_every,
+                        init=args.vae_init, decoder_only=args.decoder_only, seed=args.seed)
         vae.save_pretrained(args.out / "vae")
     if args.only in (None, "text"):
         build_text_components(args.out)
