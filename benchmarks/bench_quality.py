@@ -38,10 +38,8 @@ SCHEDULERS = {
 def load_pipeline(args) -> tuple[LattePipeline, bool]:
     """(pipeline, trained) from --model, the shipped default model, or random weights."""
     folder = Path(args.model) if args.model else default_model_path()
-    if folder.is_dir():
+    if (folder / "model_index.json").is_file() or args.model:
         return LattePipeline.from_pretrained(folder), True
-    if args.model:
-        raise FileNotFoundError(f"model folder not found: {folder}")
     from bench_pipeline import build_components
 
     logging.warning("no trained model at %s: random weights (speed and PSNR/SSIM only)", folder)
