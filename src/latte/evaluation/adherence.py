@@ -4,7 +4,9 @@ its prompt names?
 `read_clip` is a deterministic analyser of one video (no learned parts): it finds the background from the
 frame borders, the shape as the pixels that differ from it, and reads
   colour  - the nearest domain colour to the shape's median pixel,
-  shape   - from the fill ratio area / (width x height) of the shape: square 1, circle pi/4, triangle 1/2,
+  shape   - triangle when the centroid sits below the middle of the shape's height (apex up: h/6 below),
+            else square or circle by the fill ratio area / (width x height) (1 vs pi/4), both measured on
+            the shape's half-coverage footprint, which blur (e.g. a VAE's) leaves nearly unchanged,
   motion  - from straight-line fits of the centroid and of the equivalent radius over the frames.
 It also measures temporal consistency: the fraction of frames whose own colour and shape readings agree
 with the clip's, and the jitter of the centroid around its straight-line path.
@@ -28,8 +30,11 @@ _PALETTE = torch.tensor(list(COLORS.values()))  # (K, 3) in [0, 1]
 FG_DISTANCE = 0.25  # RGB distance from the background above which a pixel belongs to the shape
 MIN_ALPHA = 0.25  # coverage below this is treated as background noise
 MIN_AREA = 4.0  # pixels (at 64 px); a frame with less coverage shows no shape
-# Fill ratio (area / bounding extent) thresholds: triangle 0.5 < 0.64 < circle 0.785 < 0.89 < square 1.
-FILL_TRIANGLE_CIRCLE, FILL_CIRCLE_SQUARE = 0.64, 0.89
+# An apex-up triangle's centroid lies h/6 below the middle of its height; circles and squares are centred.
+TRIANGLE_OFFSET = 1 / 12  # halfway, as a fraction of the height
+# Fill ratio of the footprint: circle pi/4 = 0.785, square 1. Blur rounds a square's corners (a small VAE's
+# squares read ~0.86-0.94) and leaves circles at ~0.8, hence a threshold below the midpoint 0.89.
+FILL_CIRCLE_SQUARE = 0.84
 MIN_TRAVEL = 4.0  # pixels (at 64 px) of centroid or radius change below which a clip is "static"
 NO_READING = "none"  # what an attribute reads when no shape is found
 
@@ -58,8 +63,8 @@ def _nearest_color(rgb: torch.Tensor) -> list[str]:
     return [names[i] for i in torch.cdist(rgb, _PALETTE).argmin(1).tolist()]
 
 
-def _shape_of(fill: float) -> str:
-    if fill < FILL_TRIANGLE_CIRCLE:
+def _shape_of(offset: float, fill: float) -> str:
+    if offset > TRIANGLE_OFFSET:
         return "triangle"
     return "circle" if fill < FILL_CIRCLE_SQUARE else "square"
 
@@ -103,12 +108,17 @@ def read_clip(video: torch.Tensor) -> ClipReading:
     safe_area = area.clamp_min(1e-6)
     cx = (alpha.sum(1) * xs).sum(1) / safe_area  # (F,)
     cy = (alpha.sum(2) * ys).sum(1) / safe_area
-    # Soft extents: per column (row) the largest coverage, summed -> width (height) in pixels.
-    extent_w, extent_h = alpha.amax(1).sum(1), alpha.amax(2).sum(1)
-    fill = area / (extent_w * extent_h).clamp_min(1e-6)  # (F,)
+    # The footprint (coverage >= 1/2): its rows and columns give the extents, its pixel count the area.
+    footprint = (alpha >= 0.5).float()  # (F, H, W)
+    rows, cols = footprint.amax(2), footprint.amax(1)  # (F, H), (F, W)
+    extent_h, extent_w = rows.sum(1).clamp_min(1), cols.sum(1).clamp_min(1)
+    fill = footprint.sum((1, 2)) / (extent_w * extent_h)  # (F,)
+    top = torch.where(rows > 0, ys, torch.inf).amin(1)  # first footprint row
+    bottom = torch.where(rows > 0, ys, -torch.inf).amax(1)
+    offset = (cy - (top + bottom) / 2) / extent_h  # (F,) centroid below the middle, in heights
 
-    # 4. Shape: the median fill ratio over the frames that show the shape.
-    shape = _shape_of(float(fill[valid].median()))
+    # 4. Shape: from the median offset and fill ratio over the frames that show the shape.
+    shape = _shape_of(float(offset[valid].median()), float(fill[valid].median()))
 
     # 5. Motion: straight-line fits of the centroid and of the equivalent radius sqrt(area / pi).
     t = torch.arange(num_frames, dtype=torch.float32)[valid]
@@ -129,7 +139,7 @@ def read_clip(video: torch.Tensor) -> ClipReading:
     shape_px = torch.where(mask[..., None], pixels, torch.nan).flatten(1, 2)  # (F, H*W, 3), NaN off-shape
     frame_colors = _nearest_color(shape_px.nanmedian(1).values.nan_to_num(0))
     agree = [
-        bool(valid[f]) and frame_colors[f] == color and _shape_of(float(fill[f])) == shape
+        bool(valid[f]) and frame_colors[f] == color and _shape_of(float(offset[f]), float(fill[f])) == shape
         for f in range(num_frames)
     ]
     jitter = float((rx.square() + ry.square()).mean().sqrt()) / scale
