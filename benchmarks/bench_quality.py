@@ -148,7 +148,8 @@ def main() -> int:
         steps = f"{r['computed']}/{args.steps}" if "computed" in r else f"{args.steps}/{args.steps}"
         speed = f"{base / r['seconds']:.2f}x"
         print(
-            f"| {name} | {r['seconds']:.1f} | {speed} | {r['psnr']:.2f} | {r['ssim']:.4f} | {steps} | {adh} |"
+            f"| {name} | {r['seconds']:.1f} | {speed} | {r['latent_error']:.1e} | {r['psnr']:.2f} "
+            f"| {r['ssim']:.4f} | {steps} | {adh} |"
         )
 
     if args.schedulers:
