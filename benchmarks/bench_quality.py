@@ -113,6 +113,7 @@ def main() -> int:
         variants[f"TeaCache {threshold:g}"] = TeaCache(exact_model, threshold)
 
     with torch.inference_mode():
+        denoise(pipe, prompts[:1], {**call, "num_inference_steps": 2})  # warm-up, untimed
         results, reference, reference_latents = {}, None, None
         for name, transformer in variants.items():
             variant = with_transformer(pipe, transformer)
@@ -135,6 +136,7 @@ def main() -> int:
 
                 table = evaluate_adherence(variant, cases, args.seeds, **call)["table"]
                 row["adherence"] = table["all"]["all"]
+                row["per_attribute"] = {k: table["all"][k] for k in ("color", "shape", "motion")}
             results[name] = row
             print(name, json.dumps(row))
 
