@@ -1,5 +1,6 @@
 """Reading and writing model folders: config.json plus safetensors weights (single file or sharded), atomically."""
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -53,6 +54,16 @@ def read_json(path: str | os.PathLike) -> dict:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"corrupt JSON file {path}: {err}") from err
+
+
+def config_from_dict(cls, data: Mapping, what: str):
+    """Build the config dataclass `cls` from a config.json dict; `_`-keys (class name, versions) are ignored and
+    any other unknown key is an error naming it."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(k for k in data if not k.startswith("_") and k not in known)
+    if unknown:
+        raise ValueError(f"unknown {what} config keys {unknown}; allowed: {sorted(known)}")
+    return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def save_weights(

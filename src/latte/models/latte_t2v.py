@@ -24,6 +24,7 @@ from torch.utils.checkpoint import checkpoint
 
 from latte.models.embeddings import sincos_1d, sincos_2d, timestep_features
 from latte.models.io import (
+    config_from_dict,
     load_strict,
     load_torch_checkpoint,
     load_weights,
@@ -97,11 +98,7 @@ class LatteT2VConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "LatteT2VConfig":
         """Build from a config.json dict; keys starting with `_` (class name, versions) are ignored."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(k for k in data if not k.startswith("_") and k not in known)
-        if unknown:
-            raise ValueError(f"unknown Latte transformer config keys {unknown}; allowed: {sorted(known)}")
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return config_from_dict(cls, data, "Latte transformer")
 
     def to_dict(self) -> dict:
         return {
