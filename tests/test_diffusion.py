@@ -123,3 +123,25 @@ def test_plain_mse_and_shape_errors(diffusion):
     torch.testing.assert_close(losses["loss"], (noise**2).mean(dim=(1, 2, 3, 4)))
     with pytest.raises(ValueError, match="expected 4 .* or 8"):
         diffusion.training_losses(torch.zeros(2, 6, 2, 2, 2), x0, x0, t, noise)
+
+
+def test_v_prediction_matches_diffusers_and_the_epsilon_bound(diffusion, ddpm):
+    """v targets equal diffusers' get_velocity; a v output gives the same bound as the epsilon it implies."""
+    v_diffusion = GaussianDiffusion(linear_betas(), prediction_type="v_prediction")
+    g = torch.Generator().manual_seed(3)
+    x0, noise = torch.randn(3, 4, 2, 3, 3, generator=g), torch.randn(3, 4, 2, 3, 3, generator=g)
+    t = torch.tensor([0, 450, 999])
+    x_t = diffusion.q_sample(x0, t, noise)
+    v = v_diffusion.v_target(x0, t, noise)
+    torch.testing.assert_close(v, ddpm.get_velocity(x0, noise, t), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(v_diffusion.eps_from_v(v, x_t, t), noise, rtol=1e-4, atol=1e-5)
+
+    var = torch.randn(3, 4, 2, 3, 3, generator=g)
+    wrong_v = v + 0.1 * torch.randn(v.shape, generator=g)
+    v_losses = v_diffusion.training_losses(torch.cat([wrong_v, var], 1), x0, x_t, t, noise)
+    eps_equiv = v_diffusion.eps_from_v(wrong_v, x_t, t)
+    eps_losses = diffusion.training_losses(torch.cat([eps_equiv, var], 1), x0, x_t, t, noise)
+    torch.testing.assert_close(v_losses["vb"], eps_losses["vb"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(v_losses["mse"], ((wrong_v - v) ** 2).mean(dim=(1, 2, 3, 4)))
+    with pytest.raises(ValueError, match="unknown prediction_type 'sample'"):
+        GaussianDiffusion(linear_betas(), prediction_type="sample")

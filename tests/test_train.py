@@ -116,7 +116,8 @@ def test_tiny_model_overfits(setup, tmp_path):
 
 def test_resume_is_exact(setup, tmp_path, monkeypatch):
     """6 steps straight == 3 steps, a crash right after the checkpoint, resume, 3 more: identical weights,
-    EMA, optimizer state and logged losses (cosine schedule, accumulation and caption dropout included)."""
+    EMA, optimizer state and logged losses (cosine schedule, accumulation and caption dropout included).
+    The resumed run builds its batches in two DataLoader workers: that must change nothing either."""
     root, components, _ = setup
     sections = dict(
         train={"steps": 6, "grad_accum": 2, "lr_schedule": "cosine", "warmup_steps": 2},
@@ -125,7 +126,7 @@ def test_resume_is_exact(setup, tmp_path, monkeypatch):
     straight = tiny_config(tmp_path / "straight", components, root / "cache", **sections)
     train(straight)
 
-    resumed = tiny_config(tmp_path / "resumed", components, root / "cache", **sections)
+    resumed = tiny_config(tmp_path / "resumed", components, root / "cache", data={"num_workers": 2}, **sections)
     real_save = ckpt.save_checkpoint
 
     def save_then_die(run_dir, step, state, keep_last):
@@ -157,7 +158,7 @@ def test_keep_last_and_export(setup, tmp_path):
         tmp_path / "run",
         components,
         root / "cache",
-        train={"steps": 4},
+        train={"steps": 4, "prediction_type": "v_prediction"},
         log={
             "ckpt_every": 1,
             "keep_last": 2,
@@ -178,6 +179,7 @@ def test_keep_last_and_export(setup, tmp_path):
     from latte.pipelines import LattePipeline
 
     pipe = LattePipeline.from_pretrained(out)
+    assert pipe.scheduler.config.prediction_type == "v_prediction"  # the sampler reads v, as trained
     ema = torch.load(ckpt.checkpoint_path(cfg.run_dir, 4), weights_only=True)["ema"]
     for name, tensor in pipe.transformer.state_dict().items():
         assert torch.equal(tensor, ema[name])

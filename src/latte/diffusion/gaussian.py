@@ -57,9 +57,18 @@ class GaussianDiffusion:
 
     Models output epsilon (C channels) or epsilon plus a learned-range variance value v (2C channels):
     log var = frac * log(beta_t) + (1 - frac) * log(posterior variance_t), frac = (v + 1) / 2.
+    With `prediction_type="v_prediction"` the first C channels are v = sqrt(abar) eps - sqrt(1 - abar) x0
+    instead (Salimans & Ho 2022): the MSE is on v, and the bound uses the epsilon that v implies.
     """
 
-    def __init__(self, betas: torch.Tensor):
+    PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+    def __init__(self, betas: torch.Tensor, prediction_type: str = "epsilon"):
+        if prediction_type not in self.PREDICTION_TYPES:
+            raise ValueError(
+                f"unknown prediction_type {prediction_type!r}; allowed: {', '.join(self.PREDICTION_TYPES)}"
+            )
+        self.prediction_type = prediction_type
         betas = torch.as_tensor(betas, dtype=torch.float64)
         if betas.ndim != 1 or not ((betas > 0) & (betas <= 1)).all():
             raise ValueError("betas must be a 1-D tensor of values in (0, 1]")
@@ -94,6 +103,16 @@ class GaussianDiffusion:
         mean = _gather(self.posterior_mean_coef1, t, n) * x0 + _gather(self.posterior_mean_coef2, t, n) * x_t
         return mean, _gather(self.posterior_log_variance_clipped, t, x_t.ndim)
 
+    def v_target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """v = sqrt(abar_t) noise - sqrt(1 - abar_t) x0."""
+        return (_gather(self.sqrt_alphas_cumprod, t, x0.ndim) * noise
+                - _gather(self.sqrt_one_minus_alphas_cumprod, t, x0.ndim) * x0)
+
+    def eps_from_v(self, v: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The epsilon a v prediction implies: sqrt(abar_t) v + sqrt(1 - abar_t) x_t."""
+        return (_gather(self.sqrt_alphas_cumprod, t, x_t.ndim) * v
+                + _gather(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim) * x_t)
+
     # ----------------------------------------------------------------- model distribution
     def learned_range_log_variance(self, v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Interpolate, in log space, between the posterior variance (v = -1) and beta_t (v = +1)."""
@@ -125,8 +144,8 @@ class GaussianDiffusion:
                         t: torch.Tensor, noise: torch.Tensor) -> dict:
         """Per-item losses (B,) for a prediction at `x_t = q_sample(x0, t, noise)`.
 
-        `model_output` has C channels (epsilon: plain MSE) or 2C (epsilon, v: hybrid loss, weight 1 on vb).
-        Returns dict(loss, mse, vb) with vb None for the plain objective.
+        `model_output` has C channels (epsilon or v: plain MSE) or 2C (prediction, variance value: hybrid loss,
+        weight 1 on vb). Returns dict(loss, mse, vb) with vb None for the plain objective.
         """
         channels = x0.shape[1]
         if model_output.shape[1] not in (channels, 2 * channels) or model_output.shape[2:] != x0.shape[2:]:
@@ -135,11 +154,13 @@ class GaussianDiffusion:
                 f"{channels} (epsilon) or {2 * channels} (epsilon + variance) channels"
             )
         model_output = model_output.float()
-        eps = model_output[:, :channels]
-        mse = mean_flat((noise.float() - eps) ** 2)
+        pred = model_output[:, :channels]
+        target = noise.float() if self.prediction_type == "epsilon" else self.v_target(x0.float(), t, noise.float())
+        mse = mean_flat((target - pred) ** 2)
         if model_output.shape[1] == channels:
             return {"loss": mse, "mse": mse, "vb": None}
-        # The bound trains only the variance: epsilon is detached, so the mean is learnt from the MSE alone.
+        # The bound trains only the variance: the prediction is detached, so the mean is learnt from the MSE.
+        eps = pred if self.prediction_type == "epsilon" else self.eps_from_v(pred, x_t.float(), t)
         frozen = torch.cat([eps.detach(), model_output[:, channels:]], dim=1)
         vb = self.vb_terms_bpd(frozen, x0.float(), x_t.float(), t)
         return {"loss": mse + vb, "mse": mse, "vb": vb}

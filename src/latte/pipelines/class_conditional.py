@@ -39,15 +39,16 @@ PAPER_GUIDANCE = 7.0  # classifier-free guidance scale of the UCF101 model's sam
 PAPER_STEPS = 250
 
 
-def paper_scheduler(learn_sigma: bool = True):
+def paper_scheduler(learn_sigma: bool = True, prediction_type: str = "epsilon"):
     """The training diffusion of every released checkpoint as a diffusers DDPMScheduler: 1000 linear betas
-    1e-4..0.02, epsilon prediction, no clipping, learned-range variance (IDDPM's fixed-large without it)."""
+    1e-4..0.02, epsilon prediction (v for models trained so), no clipping, learned-range variance (IDDPM's
+    fixed-large without it)."""
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(
         num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
         variance_type="learned_range" if learn_sigma else "fixed_large", clip_sample=False,
-        prediction_type="epsilon",
+        prediction_type=prediction_type,
     )
 
 

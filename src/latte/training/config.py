@@ -23,6 +23,7 @@ FRAME_SAMPLING = ("stride", "linspace")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16", "fp16")
 PARALLEL = ("ddp", "fsdp")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class DataConfig:
     cache_dir: str | None = None  # default: RUN_DIR/cache
     cache_repeats: int = 1  # cached draws per clip (random window / flip differ per draw)
     shard_size: int = 256  # clips per cache shard
-    num_workers: int = 0  # DataLoader workers when encoding
+    num_workers: int = 0  # DataLoader workers: building the cache, and training batches from it
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,10 @@ class TrainSettings:
     gradient_checkpointing: bool = False
     tf32: bool = True  # TF32 matmuls on CUDA (the paper trained in fp32 with TF32)
     cfg_dropout: float = 0.1  # probability of dropping the caption (to "") or label (to the null class)
+    # What the model predicts (diffusers' names): "epsilon" (the paper) or "v_prediction" (v = sqrt(abar) eps -
+    # sqrt(1 - abar) x0), which weights the nearly-pure-noise timesteps enough for a small model to learn the
+    # mean there; export writes it into the scheduler config, so every diffusers sampler follows.
+    prediction_type: str = "epsilon"
     seed: int = 0
     parallel: str = "ddp"  # under torchrun: "ddp", or "fsdp" for models that do not fit one device
     device: str | None = None  # default: cuda when available, else cpu
@@ -117,6 +122,7 @@ class Config:
         _choice("train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
         _choice("train.precision", t.precision, PRECISIONS)
         _choice("train.parallel", t.parallel, PARALLEL)
+        _choice("train.prediction_type", t.prediction_type, PREDICTION_TYPES)
         positive = {
             "data.num_frames": d.num_frames,
             "data.frame_interval": d.frame_interval,

@@ -74,9 +74,9 @@ def export_run(
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         if cfg.model.type == "t2v":
-            _write_text_to_video(model, Path(cfg.components), tmp)
+            _write_text_to_video(model, Path(cfg.components), tmp, cfg.train.prediction_type)
         else:
-            _write_class(model, Path(cfg.components), tmp)
+            _write_class(model, Path(cfg.components), tmp, cfg.train.prediction_type)
         if output.exists():  # swap: the old folder is removed only once the new one is complete
             old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old.", dir=output.parent))
             os.replace(output, old / output.name)
@@ -97,7 +97,7 @@ def export_run(
     return output
 
 
-def _write_text_to_video(model, components: Path, folder: Path) -> None:
+def _write_text_to_video(model, components: Path, folder: Path, prediction_type: str) -> None:
     model.save_pretrained(folder / "transformer")
     for name in COMPONENTS:
         if (components / name).is_dir():
@@ -109,6 +109,9 @@ def _write_text_to_video(model, components: Path, folder: Path) -> None:
                 f"missing component folder {components / name}: a text-to-video run's "
                 f"components must hold {', '.join(COMPONENTS[:3])}"
             )
+    # The sampler must read the model's output as the trainer defined it.
+    scheduler_path = folder / "scheduler" / "scheduler_config.json"
+    write_json(scheduler_path, {**read_json(scheduler_path), "prediction_type": prediction_type})
     index = dict(MODEL_INDEX)
     if (components / "model_index.json").is_file():
         index.update({k: v for k, v in read_json(components / "model_index.json").items() if k in COMPONENTS})
@@ -119,9 +122,10 @@ def _write_text_to_video(model, components: Path, folder: Path) -> None:
     write_json(folder / "model_index.json", index)
 
 
-def _write_class(model, components: Path, folder: Path) -> None:
+def _write_class(model, components: Path, folder: Path, prediction_type: str) -> None:
     from latte.models.vae import load_vae
     from latte.pipelines.class_conditional import LatteClassPipeline, paper_scheduler
 
     vae = load_vae(components / "vae")
-    LatteClassPipeline(vae, model, paper_scheduler(model.config.learn_sigma)).save_pretrained(folder)
+    scheduler = paper_scheduler(model.config.learn_sigma, prediction_type)
+    LatteClassPipeline(vae, model, scheduler).save_pretrained(folder)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from latte.data.cache import NO_LABEL, LatentCache, OnlineLatents, build_cache
@@ -362,6 +363,24 @@ def make_batch(
     return batch
 
 
+class BatchStream(Dataset):
+    """Micro-batch k of this rank (k = step * grad_accum + micro) as a data set, so that DataLoader workers
+    build batches ahead of the device. Each is a pure function of k: workers change nothing in the data."""
+
+    def __init__(self, cache, order: SampleOrder, cfg: Config, num_classes: int, local_batch: int, ranks):
+        self.cache, self.order, self.cfg, self.num_classes = cache, order, cfg, num_classes
+        self.local_batch, self.rank, self.world = local_batch, ranks.rank, ranks.world
+
+    def __len__(self) -> int:
+        return self.cfg.train.steps * self.cfg.train.grad_accum
+
+    def __getitem__(self, k: int) -> dict:
+        # This rank's slice of the micro-batch, as positions in the global sample stream.
+        first = k * self.local_batch * self.world + self.rank * self.local_batch
+        positions = list(range(first, first + self.local_batch))
+        return make_batch(self.cache, self.order, positions, self.cfg, self.num_classes)
+
+
 def _caption(cache: LatentCache, caption: int, drop: bool) -> torch.Tensor:
     text = cache.text(caption)
     return cache.null_text(len(text)) if drop else text
@@ -513,7 +532,7 @@ def train(cfg: Config) -> dict:
         _load_optimizer(model, optimizer, state["optimizer"], fsdp)
         scaler.load_state_dict(state["scaler"])
     num_classes = model.config.num_classes if cfg.model.type == "latte" else 0
-    diffusion = GaussianDiffusion(linear_betas(NUM_TRAIN_TIMESTEPS))
+    diffusion = GaussianDiffusion(linear_betas(NUM_TRAIN_TIMESTEPS), t.prediction_type)
     train_model.train()
     if ranks.main:
         n_params = sum(p.numel() for p in ema.parameters())
@@ -533,17 +552,27 @@ def train(cfg: Config) -> dict:
     autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
 
     # 3. The loop: lr, micro-steps (forward, loss, backward), clip, step, EMA, log, checkpoint.
+    stream = BatchStream(cache, order, cfg, num_classes, local_batch, ranks)
+    workers = cfg.data.num_workers if cfg.data.use_cache else 0  # on-the-fly encoding uses the device
+    batches = iter(
+        DataLoader(
+            stream,
+            batch_size=None,
+            sampler=range(start * t.grad_accum, len(stream)),
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
+    )
     bar = tqdm(total=t.steps, initial=start, desc="training", unit="step", disable=not ranks.main)
-    running, window, window_start, last = torch.zeros(4), 0, time.perf_counter(), {}
+    # Running sums stay on the device: reading them every step would stall the GPU queue.
+    running, window, window_start, last = torch.zeros(4, device=device), 0, time.perf_counter(), {}
     for step in range(start, t.steps):
         lr = lr_at(step, t)
         for group in optimizer.param_groups:
             group["lr"] = lr
         for micro in range(t.grad_accum):
-            # This rank's slice of the micro-batch, as positions in the global sample stream.
-            first = (step * t.grad_accum + micro) * local_batch * ranks.world + ranks.rank * local_batch
-            batch = make_batch(cache, order, list(range(first, first + local_batch)), cfg, num_classes)
-            batch = {k: v.to(device) for k, v in batch.items()}
+            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
             x_t = diffusion.q_sample(batch["x0"], batch["t"], batch["noise"])
             # DDP: all-reduce gradients only on the last micro-step.
             last_micro = micro == t.grad_accum - 1
@@ -557,13 +586,13 @@ def train(cfg: Config) -> dict:
                 scaler.scale(losses["loss"].mean() / t.grad_accum).backward()
             vb = losses["vb"] if losses["vb"] is not None else torch.zeros_like(losses["mse"])
             running[:3] += (
-                torch.stack([losses["loss"].mean(), losses["mse"].mean(), vb.mean()]).detach().cpu()
+                torch.stack([losses["loss"].mean(), losses["mse"].mean(), vb.mean()]).detach().float()
                 / t.grad_accum
             )
         scaler.unscale_(optimizer)
         clip = t.clip_grad if t.clip_grad > 0 and step >= t.clip_grad_from else float("inf")
         grad_norm = nn.utils.clip_grad_norm_(model.parameters(), clip)
-        running[3] += float(_full(grad_norm))
+        running[3] += _full(grad_norm).detach().float()
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
@@ -572,7 +601,7 @@ def train(cfg: Config) -> dict:
         bar.update(1)
 
         if done % cfg.log.log_every == 0 or done == t.steps:
-            avg = ranks.mean(running / window)
+            avg = ranks.mean(running / window).cpu()
             last = {
                 "step": done,
                 "loss": avg[0].item(),
@@ -585,7 +614,7 @@ def train(cfg: Config) -> dict:
             if metrics is not None:
                 metrics.write(last)
                 bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.2e}")
-            running, window, window_start = torch.zeros(4), 0, time.perf_counter()
+            running, window, window_start = torch.zeros(4, device=device), 0, time.perf_counter()
         if render is not None and done % cfg.log.sample_every == 0:
             render(ema, done)
         if done % cfg.log.ckpt_every == 0 or done == t.steps:
