@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import asdict
 
 import torch
 from bench_utils import (
@@ -29,23 +30,7 @@ from diffusers import LatteTransformer3DModel
 from latte.acceleration.flops import t2v_forward_flops
 from latte.models.latte_t2v import LatteT2VConfig, LatteT2VTransformer
 
-LATTE1 = dict(
-    num_attention_heads=16,
-    attention_head_dim=72,
-    in_channels=4,
-    out_channels=8,
-    num_layers=28,
-    cross_attention_dim=1152,
-    attention_bias=True,
-    sample_size=64,
-    patch_size=2,
-    activation_fn="gelu-approximate",
-    num_embeds_ada_norm=1000,
-    norm_type="ada_norm_single",
-    norm_elementwise_affine=False,
-    norm_eps=1e-6,
-    caption_channels=4096,
-)
+LATTE1 = asdict(LatteT2VConfig())  # our config's defaults are Latte-1's published transformer config
 # name -> (transformer kwargs, inputs): batch 2 is the classifier-free-guidance pair.
 CONFIGS = {
     "latte1": (LATTE1, dict(batch=2, frames=16, size=16, text_len=20)),

@@ -11,9 +11,13 @@ scheduler with Latte-1's published config (`variance_type: learned_range`).
 
 import functools
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
+
+from latte.models.latte_t2v import LatteT2VConfig
+from latte.training.export import LATTE1_SCHEDULER  # Latte-1's published scheduler_config.json (DDIM)
 
 TEXT_WIDTH = 32
 TINY_CORPUS = [
@@ -28,36 +32,15 @@ TINY_CORPUS = [
     "two dogs run across a field",
 ]
 # diffusers' LatteTransformer3DModel config keys; also our LatteT2VConfig.
-TINY_TRANSFORMER = dict(
-    num_attention_heads=2,
-    attention_head_dim=32,
-    in_channels=4,
-    out_channels=8,
-    num_layers=2,
-    cross_attention_dim=64,
-    attention_bias=True,
-    sample_size=8,
-    patch_size=2,
-    activation_fn="gelu-approximate",
-    num_embeds_ada_norm=1000,
-    norm_type="ada_norm_single",
-    norm_elementwise_affine=False,
-    norm_eps=1e-6,
-    caption_channels=TEXT_WIDTH,
-)
-# Latte-1's published scheduler_config.json (DDIM revision).
-LATTE1_SCHEDULER = dict(
-    _class_name="DDIMScheduler",
-    beta_start=0.0001,
-    beta_end=0.02,
-    beta_schedule="linear",
-    clip_sample=False,
-    num_train_timesteps=1000,
-    prediction_type="epsilon",
-    steps_offset=0,
-    timestep_spacing="leading",
-    variance_type="learned_range",
-)
+TINY_TRANSFORMER = {
+    **asdict(LatteT2VConfig()),  # Latte-1's config, shrunk
+    "num_attention_heads": 2,
+    "attention_head_dim": 32,
+    "num_layers": 2,
+    "cross_attention_dim": 64,
+    "sample_size": 8,
+    "caption_channels": TEXT_WIDTH,
+}
 
 
 @functools.lru_cache(maxsize=1)
