@@ -54,6 +54,17 @@ def test_defaults_come_from_the_model_folder(model, tmp_path):
     assert gif.n_frames == 2 and gif.size == (64, 64) and gif.info["duration"] == 250
 
 
+def test_teacache_flag_skips_steps(model, tmp_path, caplog):
+    out = tmp_path / "cached.mp4"
+    with caplog.at_level("INFO", logger="latte.cli.generate"):
+        assert main(["generate", "a red circle", "-o", str(out), "--model", str(model), "--steps", "8",
+                     "--frames", "2", "--teacache", "10"]) == 0
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("TeaCache")]
+    computed, reused = map(int, re.findall(r"\d+", line))
+    assert computed >= 1 and reused >= 1 and computed + reused == 8, line
+    assert probe(out)[0] == 2
+
+
 def test_no_model_says_what_to_pass(tmp_path, monkeypatch, capsys):
     import latte.pipelines
 
@@ -73,6 +84,7 @@ def test_no_model_says_what_to_pass(tmp_path, monkeypatch, capsys):
         (["-o", "{tmp}/v.mp4", "--height", "60"], "height must be a positive multiple of 16"),
         (["-o", "{tmp}/v.mp4", "--scheduler", "Fancy"], "unknown scheduler 'Fancy'; allowed: .*DDIM"),
         (["-o", "{tmp}/v.mp4", "--model", "{tmp}/nope"], "model folder not found: .*nope"),
+        (["-o", "{tmp}/v.mp4", "--teacache", "-1"], "--teacache must be >= 0 .0 = off., got -1"),
         (["-o", "{tmp}/file"], "is a file: a PNG frame folder needs a folder path"),
         pytest.param(["-o", "{tmp}/v.mp4", "--device", "cuda:0"], "no CUDA device is available here",
                      marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")),

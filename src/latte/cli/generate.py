@@ -29,6 +29,7 @@ class GenerateOptions:
     dtype: str = "fp32"
     device: str | None = None  # None: cuda if available, else cpu
     fps: float | None = None  # None: the folder's default, else 8
+    teacache: float = 0.0  # TeaCache threshold (approximate step skipping); 0 = off, every step computed
 
 
 BUILTIN_DEFAULTS = {"steps": 50, "guidance": 7.5, "fps": 8.0}
@@ -59,6 +60,9 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", choices=DTYPES, default="fp32", help="model dtype (default fp32)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--fps", type=float, default=None, help="frames per second of the video (default 8)")
+    p.add_argument("--teacache", type=float, default=0.0, metavar="THRESHOLD",
+                   help="skip transformer steps while its input barely changes (TeaCache; approximate, "
+                   "0.1 skips about a third of 50 steps); default 0 = off")
     p.set_defaults(run=lambda args: run_generate(GenerateOptions(**{
         f.name: getattr(args, f.name) for f in fields(GenerateOptions)})))
 
@@ -105,6 +109,12 @@ def generate(options: GenerateOptions) -> Path:
     pipe = LattePipeline.from_pretrained(model, torch_dtype=dtype).to(device)
     if options.scheduler:
         pipe.scheduler = make_scheduler(options.scheduler, pipe.scheduler.config)
+    if options.teacache < 0:
+        raise ValueError(f"--teacache must be >= 0 (0 = off), got {options.teacache}")
+    if options.teacache:
+        from latte.acceleration.cache import TeaCache
+
+        pipe.transformer = TeaCache(pipe.transformer, threshold=options.teacache)
     frames = pipe.transformer.config.video_length if chosen["frames"] is None else chosen["frames"]
     logger.info("%s: %d frames, %d steps of %s, guidance %s, seed %d", model, frames, chosen["steps"],
                 type(pipe.scheduler).__name__, chosen["guidance"], options.seed)
@@ -114,6 +124,9 @@ def generate(options: GenerateOptions) -> Path:
         width=chosen["width"], generator=torch.Generator(device).manual_seed(options.seed), output_type="np",
     ).frames[0]  # (F, H, W, 3) in [0, 1]
     path = export_video(video, options.output, fps=chosen["fps"])
+    if options.teacache:
+        logger.info("TeaCache: %d transformer steps computed, %d reused", pipe.transformer.computed,
+                    pipe.transformer.skipped)
     logger.info("done in %.1f s", time.perf_counter() - start)
     return path
 
