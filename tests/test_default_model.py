@@ -60,9 +60,9 @@ def test_diffusers_reads_the_transformer(pipe):
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.xfail(reason="the shipped checkpoint is undertrained (a short CPU run): it does not follow "
-                          "prompts yet; see docs/default_model.md", strict=False)
 def test_generates_what_the_prompt_says(pipe):
+    """A regression guard on one prompt the shipped model gets right. Overall it is right on motion 96% and
+    colour 51% of the time (seen combinations, docs/default_model.md), so this is no adherence measurement."""
     from latte.evaluation.adherence import read_clip
 
     video = pipe("a red circle moving left", num_inference_steps=10, guidance_scale=4.0, height=None,
