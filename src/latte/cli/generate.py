@@ -94,6 +94,8 @@ def generate(options: GenerateOptions) -> Path:
     from latte.pipelines.text_to_video import make_scheduler
 
     check_output_path(options.output)  # before minutes of work, not after
+    if options.teacache < 0:
+        raise ValueError(f"--teacache must be >= 0 (0 = off), got {options.teacache}")
     model = resolve_model(options.model)
     folder_defaults = read_json(model / "model_index.json").get(FOLDER_DEFAULTS_KEY, {})
     chosen = {name: getattr(options, name) if getattr(options, name) is not None
@@ -109,8 +111,6 @@ def generate(options: GenerateOptions) -> Path:
     pipe = LattePipeline.from_pretrained(model, torch_dtype=dtype).to(device)
     if options.scheduler:
         pipe.scheduler = make_scheduler(options.scheduler, pipe.scheduler.config)
-    if options.teacache < 0:
-        raise ValueError(f"--teacache must be >= 0 (0 = off), got {options.teacache}")
     if options.teacache:
         from latte.acceleration.cache import TeaCache
 

@@ -9,6 +9,8 @@ import math
 
 import torch
 
+PREDICTION_TYPES = ("epsilon", "v_prediction")  # what a model's first C channels are (diffusers' names)
+
 # Half-width of a pixel bin in [-1, 1] data: the t=0 decoder is discretised to 8 bits.
 DECODER_BIN = 1.0 / 255.0
 
@@ -61,13 +63,9 @@ class GaussianDiffusion:
     instead (Salimans & Ho 2022): the MSE is on v, and the bound uses the epsilon that v implies.
     """
 
-    PREDICTION_TYPES = ("epsilon", "v_prediction")
-
     def __init__(self, betas: torch.Tensor, prediction_type: str = "epsilon"):
-        if prediction_type not in self.PREDICTION_TYPES:
-            raise ValueError(
-                f"unknown prediction_type {prediction_type!r}; allowed: {', '.join(self.PREDICTION_TYPES)}"
-            )
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"unknown prediction_type {prediction_type!r}; allowed: {', '.join(PREDICTION_TYPES)}")
         self.prediction_type = prediction_type
         betas = torch.as_tensor(betas, dtype=torch.float64)
         if betas.ndim != 1 or not ((betas > 0) & (betas <= 1)).all():

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from latte.diffusion.gaussian import PREDICTION_TYPES
 from latte.models.io import atomic_write
 
 MODEL_TYPES = ("t2v", "latte")
@@ -23,7 +24,6 @@ FRAME_SAMPLING = ("stride", "linspace")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16", "fp16")
 PARALLEL = ("ddp", "fsdp")
-PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 @dataclass(frozen=True)

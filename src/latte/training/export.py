@@ -97,21 +97,25 @@ def export_run(
     return output
 
 
+def scheduler_config(components: Path, prediction_type: str) -> dict:
+    """A text-to-video run's sampler: the components' scheduler config (else Latte-1's), set to read the model's
+    output as the trainer defined it."""
+    path = components / "scheduler" / "scheduler_config.json"
+    return {**(read_json(path) if path.is_file() else LATTE1_SCHEDULER), "prediction_type": prediction_type}
+
+
 def _write_text_to_video(model, components: Path, folder: Path, prediction_type: str) -> None:
     model.save_pretrained(folder / "transformer")
     for name in COMPONENTS:
-        if (components / name).is_dir():
+        if name == "scheduler":
+            write_json(folder / name / "scheduler_config.json", scheduler_config(components, prediction_type))
+        elif (components / name).is_dir():
             shutil.copytree(components / name, folder / name)
-        elif name == "scheduler":
-            write_json(folder / name / "scheduler_config.json", LATTE1_SCHEDULER)
         else:
             raise FileNotFoundError(
                 f"missing component folder {components / name}: a text-to-video run's "
                 f"components must hold {', '.join(COMPONENTS[:3])}"
             )
-    # The sampler must read the model's output as the trainer defined it.
-    scheduler_path = folder / "scheduler" / "scheduler_config.json"
-    write_json(scheduler_path, {**read_json(scheduler_path), "prediction_type": prediction_type})
     index = dict(MODEL_INDEX)
     if (components / "model_index.json").is_file():
         index.update({k: v for k, v in read_json(components / "model_index.json").items() if k in COMPONENTS})

@@ -14,7 +14,8 @@ class SampleRenderer:
 
     def __init__(self, cfg, device: torch.device):
         from latte.pipelines.class_conditional import LatteClassPipeline, paper_scheduler
-        from latte.pipelines.text_to_video import LattePipeline, load_scheduler
+        from latte.pipelines.text_to_video import LattePipeline, make_scheduler
+        from latte.training.export import scheduler_config
         from latte.training.train import load_frozen
 
         self.cfg, self.device = cfg, device
@@ -23,9 +24,12 @@ class SampleRenderer:
             scheduler = Path(cfg.components) / "scheduler"
             if not scheduler.is_dir():
                 raise FileNotFoundError(f"log.sample_every needs a scheduler in {scheduler}")
-            self.make = lambda ema: LattePipeline(*text, self.vae, ema, load_scheduler(scheduler))
+            config = scheduler_config(Path(cfg.components), cfg.train.prediction_type)
+            self.make = lambda ema: LattePipeline(*text, self.vae, ema, make_scheduler(config["_class_name"], config))
         else:
-            self.make = lambda ema: LatteClassPipeline(self.vae, ema, paper_scheduler(ema.config.learn_sigma))
+            self.make = lambda ema: LatteClassPipeline(
+                self.vae, ema, paper_scheduler(ema.config.learn_sigma, cfg.train.prediction_type)
+            )
 
     @torch.no_grad()
     def __call__(self, ema: torch.nn.Module, step: int) -> list[Path]:
