@@ -62,6 +62,39 @@ def foreground_weight(frames: torch.Tensor, weight: float) -> torch.Tensor:
     return 1 + weight * ((frames - background).abs().amax(1, keepdim=True) > 0.1).float()
 
 
+@torch.no_grad()
+def generated_pairs(model: Path, seed: int = 1_000_000, steps: int = 25, guidance: float = 4.0,
+                    batch: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """The trained model's own latents, each paired with the clip its caption describes exactly.
+
+    The domain's paths are centred, so a caption naming colour, shape, motion, size and background names one
+    clip. Every training combination x background x size is generated from `model` (a pipeline folder) with
+    the shipped sampler settings; returns unscaled latent frames (N, C, h, w) and their target frames
+    (N, 3, H, W) in [-1, 1]. Only the "train" split is used: held-out combinations stay unseen.
+    """
+    from latte.data.synthetic import BACKGROUNDS, SIZES, caption, combinations, render_clip
+    from latte.models.vae import scaling_factor
+    from latte.pipelines.text_to_video import LattePipeline
+
+    pipe = LattePipeline.from_pretrained(model)
+    jobs = [
+        (c, s, m, size, bg)
+        for c, s, m in combinations("train") for bg in BACKGROUNDS
+        for size in ((None,) if m == "grow" else SIZES)
+    ]
+    latents, targets = [], []
+    for start in tqdm(range(0, len(jobs), batch), desc="generated pairs", unit="batch"):
+        chunk = jobs[start : start + batch]
+        prompts = [caption(c, s, m, size, bg, template=3 if size else 2) for c, s, m, size, bg in chunk]
+        out = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance, height=None, width=None,
+                   generator=[torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))],
+                   output_type="latent").frames  # (B, C, F, h, w), scaled
+        latents.append(out.transpose(1, 2).flatten(0, 1) / scaling_factor(pipe.vae))
+        targets += [render_clip(c, s, m, bg, out.shape[2], FRAME_SIZE, size or "small").transpose(0, 1)
+                    for c, s, m, size, bg in chunk]
+    return torch.cat(latents), torch.cat(targets)
+
+
 def set_scaling_factor(vae: AutoencoderKL, frames: torch.Tensor) -> None:
     """Unit-variance latents for the diffusion model (SD's 0.18215 plays the same role)."""
     with torch.no_grad():
@@ -72,11 +105,16 @@ def set_scaling_factor(vae: AutoencoderKL, frames: torch.Tensor) -> None:
 def train_vae(downsample: int = 4, steps: int = 500, batch: int = 8, lr: float = 1e-3,
               kl_weight: float = 1e-6, fg_weight: float = 10.0, seed: int = 0,
               out: Path | None = None, save_every: int = 0, init: Path | None = None,
-              decoder_only: bool = False) -> AutoencoderKL:
+              decoder_only: bool = False, pairs: tuple[torch.Tensor, torch.Tensor] | None = None
+              ) -> AutoencoderKL:
     """Train the frame autoencoder on the domain's training clips: foreground-weighted L1 + MSE and a light
     KL. With `out` and `save_every`, the VAE is also saved every `save_every` steps (a run can stop early);
     `init` continues from a saved VAE folder; `decoder_only` then trains the decoder alone, so the latent
-    space (and latents already encoded with it) stays valid: SD's ft-MSE VAE was made the same way."""
+    space (and latents already encoded with it) stays valid: SD's ft-MSE VAE was made the same way.
+    `pairs` (decoder only): (latent frames, target frames) from `generated_pairs`, as many per batch as
+    encoded frames, so the decoder also learns to turn the transformer's imperfect latents into clean shapes."""
+    if pairs is not None and not decoder_only:
+        raise ValueError("pairs need decoder_only: they are latents of the current encoder")
     torch.manual_seed(seed)
     vae = AutoencoderKL.from_pretrained(init) if init else AutoencoderKL(**vae_config(downsample))
     # A near-deterministic posterior (std e^-5): with the default std ~1 the sampling noise drowns the
@@ -98,7 +136,11 @@ def train_vae(downsample: int = 4, steps: int = 500, batch: int = 8, lr: float =
     for step in bar:
         x = random_frames(dataset, batch, g)
         posterior = vae.encode(x).latent_dist
-        recon = vae.decode(posterior.sample(generator=g)).sample
+        z = posterior.sample(generator=g)
+        if pairs is not None:
+            pick = torch.randint(len(pairs[0]), (batch,), generator=g)
+            z, x = torch.cat([z, pairs[0][pick]]), torch.cat([x, pairs[1][pick]])
+        recon = vae.decode(z).sample
         w = foreground_weight(x, fg_weight)
         err = recon - x
         rec_loss = ((err.abs() + err.square()) * w).mean() / w.mean()
@@ -159,14 +201,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae-init", type=Path, default=None, help="continue training this VAE folder")
     parser.add_argument("--decoder-only", action="store_true",
                         help="with --vae-init: train the decoder alone (keeps the latent space)")
+    parser.add_argument("--pairs-from", type=Path, default=None, metavar="MODEL",
+                        help="with --decoder-only: also train on this pipeline folder's generated latents, "
+                        "paired with the clips their captions describe")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     if args.only in (None, "vae"):
+        pairs = generated_pairs(args.pairs_from) if args.pairs_from else None
         vae = train_vae(args.vae_downsample, args.vae_steps, out=args.out / "vae", save_every=args.save_every,
-                        init=args.vae_init, decoder_only=args.decoder_only, seed=args.seed)
+                        init=args.vae_init, decoder_only=args.decoder_only, seed=args.seed, pairs=pairs)
         vae.save_pretrained(args.out / "vae")
     if args.only in (None, "text"):
         build_text_components(args.out)
