@@ -195,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="folder for vae/, text_encoder/, tokenizer/, scheduler/")
     parser.add_argument("--vae-steps", type=int, default=500)
+    parser.add_argument("--lr", type=float, default=1e-3, help="VAE learning rate (cosine to 0)")
     parser.add_argument("--save-every", type=int, default=50, help="also save the VAE every N steps")
     parser.add_argument("--vae-downsample", type=int, default=4, choices=(4, 8))
     parser.add_argument("--only", choices=("vae", "text", "scheduler"), help="build one part only")
@@ -212,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "vae"):
         pairs = generated_pairs(args.pairs_from) if args.pairs_from else None
         vae = train_vae(args.vae_downsample, args.vae_steps, out=args.out / "vae", save_every=args.save_every,
-                        init=args.vae_init, decoder_only=args.decoder_only, seed=args.seed, pairs=pairs)
+                        init=args.vae_init, decoder_only=args.decoder_only, seed=args.seed, pairs=pairs,
+                        lr=args.lr)
         vae.save_pretrained(args.out / "vae")
     if args.only in (None, "text"):
         build_text_components(args.out)
