@@ -85,7 +85,8 @@ def generated_pairs(model: Path, seed: int = 1_000_000, steps: int = 25, guidanc
     latents, targets = [], []
     for start in tqdm(range(0, len(jobs), batch), desc="generated pairs", unit="batch"):
         chunk = jobs[start : start + batch]
-        prompts = [caption(c, s, m, size, bg, template=3 if size else 2) for c, s, m, size, bg in chunk]
+        # Template 3 names size and background; caption() drops the size word where size is None (grow).
+        prompts = [caption(c, s, m, size, bg, template=3) for c, s, m, size, bg in chunk]
         out = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance, height=None, width=None,
                    generator=[torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))],
                    output_type="latent").frames  # (B, C, F, h, w), scaled
@@ -208,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    if args.pairs_from and not args.decoder_only:  # before generating the pairs (minutes), not after
+        parser.error("--pairs-from needs --decoder-only: the pairs are latents of the current encoder")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     if args.only in (None, "vae"):
