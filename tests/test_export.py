@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from latte.outputs import MARKER
 from latte.pipelines.export import as_uint8_frames, export_video
 
 
@@ -51,10 +52,10 @@ def test_gif_and_png_folder(tmp_path):
     gif = Image.open(export_video(video, tmp_path / "v.gif", fps=5))
     assert gif.n_frames == 3 and gif.size == (48, 32) and gif.info["duration"] == 200
     folder = export_video(video, tmp_path / "frames")
-    assert sorted(os.listdir(folder)) == ["frame_0000.png", "frame_0001.png", "frame_0002.png"]
+    assert sorted(os.listdir(folder)) == [MARKER, "frame_0000.png", "frame_0001.png", "frame_0002.png"]
     np.testing.assert_array_equal(np.asarray(Image.open(folder / "frame_0002.png")), video[2])
-    export_video(video[:1], folder)  # an existing folder is replaced whole
-    assert os.listdir(folder) == ["frame_0000.png"]
+    export_video(video[:1], folder)  # a folder latte wrote is replaced whole
+    assert sorted(os.listdir(folder)) == [MARKER, "frame_0000.png"]
 
 
 def test_input_layouts_agree():
@@ -75,8 +76,9 @@ def test_bad_input_leaves_nothing(tmp_path):
         export_video(video[..., 0], tmp_path / "v.mp4")
     with pytest.raises(ValueError, match=r"a frame tensor must be \(frames, 3, height, width\)"):
         export_video(torch.zeros(2, 4, 8, 8), tmp_path / "v.mp4")
-    with pytest.raises(ValueError, match="fps must be > 0, got 0"):
-        export_video(video, tmp_path / "v.mp4", fps=0)
+    for fps in (0, 0.0001, float("nan"), float("inf"), 1e6):
+        with pytest.raises(ValueError, match=f"fps must be between 0.1 and 1000.0, got {fps}"):
+            export_video(video, tmp_path / "v.mp4", fps=fps)
     with pytest.raises(ValueError, match="no frames to export"):
         export_video([], tmp_path / "v.gif")
     (tmp_path / "file").write_text("x")

@@ -30,8 +30,9 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from latte.models.io import atomic_write, read_json, write_json
+from latte.models.io import read_json, write_json
 from latte.models.vae import scaling_factor
+from latte.outputs import write_file
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def build_cache(
             return
         tensors = {k: torch.cat(v).contiguous() for k, v in shard.items()}
         name = f"latents-{len(shards):05d}.safetensors"
-        atomic_write(folder / name, lambda tmp: save_file(tensors, tmp))
+        write_file(folder / name, lambda tmp: save_file(tensors, tmp))
         shards.append({"name": name, "size": len(tensors["caption"])})
         shard = {}
 
@@ -171,7 +172,7 @@ def write_text_table(captions: list[str], path: Path, tokenizer, text_encoder, b
         pieces += caption_features(tokenizer, text_encoder, captions[start : start + batch_size])
     offsets = torch.tensor([0] + [len(p) for p in pieces]).cumsum(0)
     tensors = {"embeds": torch.cat(pieces).contiguous(), "offsets": offsets}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp))
+    write_file(path, lambda tmp: save_file(tensors, tmp))
     return int(tensors["embeds"].shape[1])
 
 

@@ -3,7 +3,6 @@
 import dataclasses
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -11,39 +10,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from latte.outputs import write_file
+
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 INDEX_SUFFIX = ".index.json"
 
 
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call `write(tmp_path)` then rename onto `path`, so a crash never leaves a half-written file."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise OSError(f"cannot write {path}: {err.strerror or err}") from err
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, default_mode())  # mkstemp creates 0600 files; give the usual rw-r--r--
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def default_mode(directory: bool = False) -> int:
-    """The mode `open()` / `mkdir()` would give a new file / folder (0o666 / 0o777 minus the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return (0o777 if directory else 0o666) & ~umask
-
-
 def write_json(path: str | os.PathLike, data: Mapping) -> Path:
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return write_file(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def read_json(path: str | os.PathLike) -> dict:
@@ -76,7 +51,7 @@ def save_weights(
     meta = {"format": "pt"}
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     if max_shard_size is None or total <= max_shard_size:
-        return [atomic_write(folder / weights_name, lambda tmp: save_file(tensors, tmp, metadata=meta))]
+        return [write_file(folder / weights_name, lambda tmp: save_file(tensors, tmp, metadata=meta))]
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for key, tensor in tensors.items():
@@ -90,7 +65,7 @@ def save_weights(
     written, weight_map = [], {}
     for i, shard in enumerate(shards, start=1):
         name = f"{stem}-{i:05d}-of-{len(shards):05d}.{ext}"
-        written.append(atomic_write(folder / name, lambda tmp, s=shard: save_file(s, tmp, metadata=meta)))
+        written.append(write_file(folder / name, lambda tmp, s=shard: save_file(s, tmp, metadata=meta)))
         weight_map.update(dict.fromkeys(shard, name))
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     written.append(write_json(folder / (weights_name + INDEX_SUFFIX), index))

@@ -35,7 +35,6 @@ from torch.utils.checkpoint import checkpoint
 
 from latte.models.embeddings import sincos_1d, sincos_2d, timestep_features
 from latte.models.io import (
-    atomic_write,
     config_from_dict,
     load_strict,
     load_torch_checkpoint,
@@ -47,6 +46,7 @@ from latte.models.io import (
 )
 from latte.models.latte_t2v import TIMESTEP_FEATURES, Transformer3DOutput
 from latte.models.layers import attention, modulate
+from latte.outputs import write_file, write_folder
 
 CLASS_NAME = "Latte"
 VARIANTS = (1, 2, 3, 4)
@@ -635,11 +635,16 @@ class Latte(nn.Module):
         config = infer_original_config(state, source, num_heads)
         return cls.from_state_dict(state, config, source, torch_dtype)
 
-    def save_pretrained(self, folder: str | os.PathLike, max_shard_size: int | None = None) -> Path:
-        folder = Path(folder)
-        save_weights(self.state_dict(), folder, max_shard_size=max_shard_size)
-        write_json(folder / "config.json", {"_class_name": CLASS_NAME, **self.config.to_dict()})
-        return folder
+    def save_pretrained(
+        self, folder: str | os.PathLike, max_shard_size: int | None = None, overwrite: bool = False
+    ) -> Path:
+        """Write `config.json` and safetensors weights as a new folder (the output rule of `latte.outputs`)."""
+
+        def fill(tmp: Path) -> None:
+            save_weights(self.state_dict(), tmp, max_shard_size=max_shard_size)
+            write_json(tmp / "config.json", {"_class_name": CLASS_NAME, **self.config.to_dict()})
+
+        return write_folder(folder, fill, overwrite)
 
     def save_original(self, path: str | os.PathLike) -> Path:
         """Write `{"ema": state_dict}` (fp32), the released checkpoints' layout; variant-1 models only."""
@@ -649,7 +654,7 @@ class Latte(nn.Module):
                              f"variant={self.config.variant}, {self.config.patch_embedding}, "
                              f"{self.config.conditioning}, {self.config.temporal_position}")
         state = {k: v.detach().float().cpu().contiguous() for k, v in self.state_dict().items()}
-        return atomic_write(path, lambda tmp: torch.save({"ema": state}, tmp))
+        return write_file(path, lambda tmp: torch.save({"ema": state}, tmp))
 
 
 def infer_original_config(state: Mapping[str, torch.Tensor], source: str = "checkpoint",

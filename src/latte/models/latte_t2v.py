@@ -34,6 +34,7 @@ from latte.models.io import (
     write_json,
 )
 from latte.models.layers import FeedForward, attention, linear, modulate
+from latte.outputs import write_folder
 
 DIFFUSERS_CLASS_NAME = "LatteTransformer3DModel"
 TIMESTEP_FEATURES = 256  # width of the sin-cos timestep features fed to the timestep MLP
@@ -577,12 +578,17 @@ class LatteT2VTransformer(nn.Module):
         config = dataclasses.replace(infer_t2v_config(state, str(path)), **config_overrides)
         return cls.from_state_dict(state, config, str(path), torch_dtype)
 
-    def save_pretrained(self, folder: str | os.PathLike, max_shard_size: int | None = None) -> Path:
-        """Write `config.json` and safetensors weights in the diffusers layout; diffusers' class loads it."""
-        folder = Path(folder)
-        save_weights(self.state_dict(), folder, max_shard_size=max_shard_size)
-        write_json(folder / "config.json", self.config.to_dict())
-        return folder
+    def save_pretrained(
+        self, folder: str | os.PathLike, max_shard_size: int | None = None, overwrite: bool = False
+    ) -> Path:
+        """Write `config.json` and safetensors weights in the diffusers layout as a new folder (the output rule
+        of `latte.outputs`); diffusers' class loads it."""
+
+        def fill(tmp: Path) -> None:
+            save_weights(self.state_dict(), tmp, max_shard_size=max_shard_size)
+            write_json(tmp / "config.json", self.config.to_dict())
+
+        return write_folder(folder, fill, overwrite)
 
 
 def infer_t2v_config(state: dict, source: str) -> LatteT2VConfig:

@@ -16,8 +16,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mas
     return rearrange(out, "b h l d -> b l (h d)")
 
 
-# oneDNN's fused linear (the op inductor uses on CPU); absent from builds without oneDNN.
+# oneDNN's fused linear (the op inductor uses on CPU); absent from builds without oneDNN. Its bf16 kernels need
+# AVX512-BF16/AMX (or AVX-512): elsewhere oneDNN has no bf16 primitive and bf16 takes the plain ops.
 _ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16) if _ONEDNN_LINEAR and torch.ops.mkldnn._is_mkldnn_bf16_supported() \
+    else (torch.float32,)
 
 
 def linear(x: torch.Tensor, layer: nn.Linear, gelu: str | None = None) -> torch.Tensor:
@@ -33,7 +36,7 @@ def linear(x: torch.Tensor, layer: nn.Linear, gelu: str | None = None) -> torch.
         _ONEDNN_LINEAR
         and x.device.type == "cpu"
         and x.dtype == w.dtype
-        and x.dtype in (torch.float32, torch.bfloat16)
+        and x.dtype in _ONEDNN_DTYPES
         and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
         and not torch.compiler.is_compiling()
     ):

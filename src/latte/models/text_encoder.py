@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from latte.models.io import atomic_write
+from latte.outputs import write_file
 
 logger = logging.getLogger(__name__)
 
@@ -144,5 +144,5 @@ def train_tokenizer(texts: Iterable[str], folder: str | os.PathLike, vocab_size:
     folder = Path(folder)
     tokenizer.save_pretrained(str(folder))
     # The raw model too, for tokenizer versions that read spiece.model.
-    atomic_write(folder / "spiece.model", lambda tmp: Path(tmp).write_bytes(model.getvalue()))
+    write_file(folder / "spiece.model", lambda tmp: Path(tmp).write_bytes(model.getvalue()))
     return tokenizer

@@ -23,6 +23,7 @@ from latte.diffusion.schedules import space_timesteps
 from latte.models.io import read_json, write_json
 from latte.models.latte import CLASS_NAME, Latte
 from latte.models.vae import decode_latents, load_vae, vae_scale_factor
+from latte.outputs import write_folder
 from latte.pipelines.text_to_video import (
     LEARNED_VARIANCE_SCHEDULERS,
     OUTPUT_TYPES,
@@ -135,20 +136,22 @@ class LatteClassPipeline:
             vae = load_vae(vae, torch_dtype)
         return cls(vae, transformer, scheduler or paper_scheduler(transformer.config.learn_sigma))
 
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write the three component folders, then `model_index.json`: a folder with an index is complete."""
+    def save_pretrained(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write the three component folders and `model_index.json` as a new folder (the output rule of
+        `latte.outputs`: built beside, then swapped in)."""
         import diffusers
 
-        folder = Path(folder)
-        self.transformer.save_pretrained(folder / "transformer")
-        self.vae.save_pretrained(str(folder / "vae"))
-        self.scheduler.save_pretrained(str(folder / "scheduler"))
-        write_json(folder / "model_index.json", {
-            "_class_name": PIPELINE_CLASS_NAME, "_diffusers_version": diffusers.__version__,
-            "transformer": ["latte", CLASS_NAME], "vae": ["diffusers", type(self.vae).__name__],
-            "scheduler": ["diffusers", type(self.scheduler).__name__],
-        })
-        return folder
+        def fill(tmp: Path) -> None:
+            self.transformer.save_pretrained(tmp / "transformer")
+            self.vae.save_pretrained(str(tmp / "vae"))
+            self.scheduler.save_pretrained(str(tmp / "scheduler"))
+            write_json(tmp / "model_index.json", {
+                "_class_name": PIPELINE_CLASS_NAME, "_diffusers_version": diffusers.__version__,
+                "transformer": ["latte", CLASS_NAME], "vae": ["diffusers", type(self.vae).__name__],
+                "scheduler": ["diffusers", type(self.scheduler).__name__],
+            })
+
+        return write_folder(folder, fill, overwrite)
 
     # ------------------------------------------------------------------ generation
     def _labels(self, class_labels, per_label: int) -> torch.Tensor | None:

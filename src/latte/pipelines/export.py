@@ -2,20 +2,19 @@
 
 import logging
 import os
-import shutil
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from latte.models.io import atomic_write, default_mode
+from latte.outputs import check_file_target, check_folder_target, write_file, write_folder
 
 logger = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".gif")  # anything without a suffix (or an existing folder) is a PNG folder
 MAX_CRF = 51  # H.264's worst quality
+MIN_FPS, MAX_FPS = 0.1, 1000.0
 
 
 def as_uint8_frames(frames) -> np.ndarray:
@@ -43,43 +42,52 @@ def as_uint8_frames(frames) -> np.ndarray:
     return frames
 
 
-def check_output_path(path: str | os.PathLike) -> Path:
-    """Fail early, naming the path, when `path` has an unsupported suffix or cannot be written."""
+def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Fail early, naming the path, when `export_video(frames, path)` would: an unsupported suffix, a folder
+    that holds files latte did not write (without `overwrite`), or no write permission."""
+    if str(path) == "":
+        raise ValueError("the output path is empty (an unset shell variable?): name an .mp4, .gif or a folder")
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix and suffix not in VIDEO_SUFFIXES and not path.is_dir():
+    if suffix in VIDEO_SUFFIXES:
+        return check_file_target(path)
+    if suffix and not path.is_dir():
         raise ValueError(f"unsupported video format {path.suffix!r} for {path}: use .mp4, .gif or a folder")
-    if not suffix and path.is_file():
+    if path.is_file():
         raise ValueError(f"{path} is a file: a PNG frame folder needs a folder path (or use .mp4 / .gif)")
-    existing = next(p for p in (path, *path.parents) if p.exists())  # the first ancestor that exists
-    if existing != path and not existing.is_dir():
-        raise OSError(f"cannot write {path}: {existing} is a file, not a folder")
-    parent = existing if existing != path else path.parent
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OSError(f"cannot write {path}: no write permission in {parent}")
-    return path
+    return check_folder_target(path, overwrite)
 
 
-def export_video(frames, path: str | os.PathLike, fps: float = 8, quality: float = 8.0) -> Path:
+def export_video(
+    frames, path: str | os.PathLike, fps: float = 8, quality: float = 8.0, overwrite: bool = False
+) -> Path:
     """Write `frames` (one video, see `as_uint8_frames`) to `path` and return it.
 
     The suffix picks the format: `.mp4` (H.264, yuv420p), `.gif` (looping), no suffix or an existing folder:
     PNG frames `frame_0000.png`, ... `quality` (0 worst .. 10 best) sets the mp4's constant rate factor,
     CRF = 51 - 4.1 * quality (8 -> CRF 18, visually lossless). The file (or folder) appears only when
-    complete.
+    complete; an existing frame folder is replaced only if latte wrote it, or with `overwrite=True` (the
+    output rule of `latte.outputs`).
     """
-    path = check_output_path(path)
+    path = check_output_path(path, overwrite)
     suffix = path.suffix.lower()
-    if not fps > 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
+    check_fps(fps)
     if not 0 <= quality <= 10:
         raise ValueError(f"quality must be in [0, 10], got {quality}")
     frames = as_uint8_frames(frames)
     if suffix == ".mp4":
-        return atomic_write(path, lambda tmp: _write_mp4(frames, tmp, fps, quality))
+        return write_file(path, lambda tmp: _write_mp4(frames, tmp, fps, quality))
     if suffix == ".gif":
-        return atomic_write(path, lambda tmp: _write_gif(frames, tmp, fps))
-    return _write_png_folder(frames, path)
+        return write_file(path, lambda tmp: _write_gif(frames, tmp, fps))
+    return write_folder(path, lambda tmp: _write_png_frames(frames, tmp), overwrite)
+
+
+def check_fps(fps: float) -> float:
+    """`fps` if a video container can hold it: 0.1 .. 1000 frames per second (a GIF stores whole
+    milliseconds per frame, at most 65535)."""
+    if not (isinstance(fps, (int, float)) and MIN_FPS <= fps <= MAX_FPS):
+        raise ValueError(f"fps must be between {MIN_FPS} and {MAX_FPS}, got {fps!r}")
+    return fps
 
 
 def _write_mp4(frames: np.ndarray, path: str, fps: float, quality: float) -> None:
@@ -108,23 +116,8 @@ def _write_gif(frames: np.ndarray, path: str, fps: float) -> None:
     )
 
 
-def _write_png_folder(frames: np.ndarray, folder: Path) -> Path:
-    """Frames into a temporary sibling folder, then renamed into place (replacing an older folder)."""
+def _write_png_frames(frames: np.ndarray, folder: Path) -> None:
     from PIL import Image
 
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    except OSError as err:
-        raise OSError(f"cannot write {folder}: {err.strerror or err}") from err
-    try:
-        for i, frame in enumerate(frames):
-            Image.fromarray(frame).save(tmp / f"frame_{i:04d}.png")
-        os.chmod(tmp, default_mode(directory=True))  # mkdtemp makes it private
-        if folder.is_dir():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"frame_{i:04d}.png")

@@ -18,8 +18,6 @@ Letters in shape comments: B videos, F frames, C latent channels, L text tokens,
 import inspect
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from latte.models.io import default_mode, read_json, write_json
+from latte.models.io import read_json, write_json
 from latte.models.latte_t2v import DIFFUSERS_CLASS_NAME, LatteT2VTransformer
 from latte.models.text_encoder import (
     TOKENIZER_CLASSES,
@@ -38,6 +36,7 @@ from latte.models.text_encoder import (
     load_tokenizer,
 )
 from latte.models.vae import decode_latents, load_vae, vae_scale_factor
+from latte.outputs import write_folder
 
 logger = logging.getLogger(__name__)
 
@@ -266,18 +265,13 @@ class LattePipeline:
             scheduler=load_scheduler(folder / "scheduler"),
         )
 
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write the diffusers layout (loadable by diffusers' `LattePipeline` too). The folder is assembled
-        next to `folder` and renamed into place, replacing an older one, so it is never half-written."""
+    def save_pretrained(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write the diffusers layout (loadable by diffusers' `LattePipeline` too) as a new folder: built
+        beside `folder`, then swapped in, so it is never half-written; an existing folder is replaced only if
+        latte wrote it or `overwrite=True` (the output rule of `latte.outputs`)."""
         import diffusers
 
-        folder = Path(folder)
-        try:
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        except OSError as err:
-            raise OSError(f"cannot write {folder}: {err.strerror or err}") from err
-        try:
+        def fill(tmp: Path) -> None:
             index = {"_class_name": PIPELINE_CLASS_NAME, "_diffusers_version": diffusers.__version__}
             for name, component in self.components.items():
                 component = _unwrap(component)
@@ -286,18 +280,8 @@ class LattePipeline:
                 class_name = DIFFUSERS_CLASS_NAME if name == "transformer" else type(component).__name__
                 index[name] = [library, class_name]
             write_json(tmp / "model_index.json", index)
-            os.chmod(tmp, default_mode(directory=True))  # mkdtemp makes it private
-            if folder.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
-                os.replace(folder, old / folder.name)
-                os.replace(tmp, folder)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return folder
+
+        return write_folder(folder, fill, overwrite)
 
     # ------------------------------------------------------------------ text
     def encode_prompt(

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from latte.models.io import atomic_write, load_torch_checkpoint
+from latte.models.io import load_torch_checkpoint
+from latte.outputs import write_file
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
 
 
 def save_checkpoint(run_dir: str | os.PathLike, step: int, state: dict, keep_last: int) -> Path:
-    path = atomic_write(checkpoint_path(run_dir, step), lambda tmp: torch.save(state, tmp))
+    path = write_file(checkpoint_path(run_dir, step), lambda tmp: torch.save(state, tmp))
     for old in list_checkpoints(run_dir)[:-keep_last]:
         old.unlink(missing_ok=True)
     return path

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from latte.diffusion.gaussian import PREDICTION_TYPES
-from latte.models.io import atomic_write
+from latte.outputs import write_file
 
 MODEL_TYPES = ("t2v", "latte")
 DATA_SOURCES = ("synthetic", "videos")
@@ -282,4 +282,4 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Co
 
 def save_config(cfg: Config, path: str | os.PathLike) -> Path:
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return write_file(path, lambda tmp: Path(tmp).write_text(text))
