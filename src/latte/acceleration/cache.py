@@ -21,7 +21,7 @@ import logging
 import torch
 
 from latte.acceleration.wrappers import TransformerWrapper
-from latte.models.latte_t2v import LatteT2VTransformer, TextContext, Transformer3DOutput
+from latte.models.latte_t2v import LatteT2VTransformer, TextContext
 
 logger = logging.getLogger(__name__)
 
@@ -45,18 +45,15 @@ class TeaCache(TransformerWrapper):
         self.computed = 0
         self.skipped = 0
 
-    def forward(
+    def denoise(
         self,
         hidden_states: torch.Tensor,
         timestep: torch.Tensor | int,
-        encoder_hidden_states: torch.Tensor | TextContext,
-        encoder_attention_mask: torch.Tensor | None = None,
+        context: TextContext,
         enable_temporal_attentions: bool = True,
-        return_dict: bool = True,
         sample_channels: int | None = None,
-    ):
+    ) -> torch.Tensor:
         model = self.transformer
-        context = self.text_context(encoder_hidden_states, encoder_attention_mask, hidden_states.shape[0])
         x, emb, t6 = model.embed(hidden_states, timestep)  # (B, F*N, D), (B, D), (B, 6D)
         now = float(torch.as_tensor(timestep).reshape(-1)[0])
         if self._last_timestep is not None and now >= self._last_timestep:
@@ -81,5 +78,4 @@ class TeaCache(TransformerWrapper):
             out = x + self._residual
             self.skipped += 1
         logger.debug("TeaCache t=%s: %s", now, "computed" if compute else "skipped")
-        sample = model.unembed(out, emb, hidden_states.shape, sample_channels)
-        return Transformer3DOutput(sample=sample) if return_dict else (sample,)
+        return model.unembed(out, emb, hidden_states.shape, sample_channels)

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from latte.acceleration.wrappers import TransformerWrapper
-from latte.models.latte_t2v import LatteT2VTransformer, TextContext, Transformer3DOutput
+from latte.models.latte_t2v import LatteT2VTransformer, TextContext
 
 logger = logging.getLogger(__name__)
 
@@ -38,37 +38,28 @@ class CFGParallel(TransformerWrapper):
         super().__init__(transformer)
         self.group = group
 
-    def forward(
+    def denoise(
         self,
         hidden_states: torch.Tensor,
         timestep: torch.Tensor | int,
-        encoder_hidden_states: torch.Tensor | TextContext,
-        encoder_attention_mask: torch.Tensor | None = None,
+        context: TextContext,
         enable_temporal_attentions: bool = True,
-        return_dict: bool = True,
         sample_channels: int | None = None,
-    ):
+    ) -> torch.Tensor:
         rank, world = rank_and_world(self.group)
         batch = hidden_states.shape[0]
         if batch % world:
             raise ValueError(f"CFGParallel: batch {batch} does not split over {world} ranks")
         part = slice(rank * batch // world, (rank + 1) * batch // world)
-        context = self.text_context(encoder_hidden_states, encoder_attention_mask, batch).select(part)
         timestep = torch.as_tensor(timestep, device=hidden_states.device).reshape(-1).expand(batch)
-        out = self.transformer(
-            hidden_states[part],
-            timestep[part],
-            context,
-            None,
-            enable_temporal_attentions,
-            True,
-            sample_channels,
-        ).sample.contiguous()  # (B / world, C, F, H, W)
+        out = self.transformer.denoise(
+            hidden_states[part], timestep[part], context.select(part), enable_temporal_attentions, sample_channels
+        ).contiguous()  # (B / world, C, F, H, W)
         if world > 1:
             parts = [torch.empty_like(out) for _ in range(world)]
             dist.all_gather(parts, out, group=self.group)
             out = torch.cat(parts)
-        return Transformer3DOutput(sample=out) if return_dict else (out,)
+        return out
 
 
 def generate_spread(

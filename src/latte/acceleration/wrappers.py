@@ -1,9 +1,10 @@
 """Base for opt-in wrappers that a pipeline calls in place of its transformer.
 
-A wrapper takes the transformer's call signature; every attribute it does not define itself (config, dtype,
-device, save_pretrained, ...) is the wrapped model's, so `pipe.transformer = Wrapper(pipe.transformer)` works
-with our LattePipeline unchanged. The wrapped model must be our `LatteT2VTransformer` (the wrappers run its
-forward phases: `text_context`, `embed`, `run_blocks`, `unembed`).
+A wrapper runs the transformer's own `forward` (same signature and argument handling) with its own `denoise`
+(and a cached `text_context`); every attribute it does not define itself (config, dtype, device,
+save_pretrained, ...) is the wrapped model's, so `pipe.transformer = Wrapper(pipe.transformer)` works with our
+LattePipeline unchanged. The wrapped model must be our `LatteT2VTransformer` (the wrappers run its forward
+phases: `text_context`, `embed`, `run_blocks`, `unembed`, `denoise`).
 """
 
 import torch
@@ -13,6 +14,8 @@ from latte.models.latte_t2v import LatteT2VTransformer, TextContext
 
 
 class TransformerWrapper(nn.Module):
+    forward = LatteT2VTransformer.forward  # calls self.text_context, then self.denoise (a subclass's)
+
     def __init__(self, transformer: LatteT2VTransformer):
         super().__init__()
         if not isinstance(transformer, LatteT2VTransformer):

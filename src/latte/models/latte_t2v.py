@@ -408,12 +408,24 @@ class LatteT2VTransformer(nn.Module):
         Returns `Transformer3DOutput(sample=(B, C_out, F, H, W))`, or a 1-tuple when `return_dict=False`.
         """
         context = self.text_context(encoder_hidden_states, encoder_attention_mask, hidden_states.shape[0])
-        x, emb, t6 = self.embed(hidden_states, timestep)  # (B, F*N, D), (B, D), (B, 6D)
-        x = self.run_blocks(x, t6, context, hidden_states.shape[2], enable_temporal_attentions)
-        out = self.unembed(x, emb, hidden_states.shape, sample_channels)
+        out = self.denoise(hidden_states, timestep, context, enable_temporal_attentions, sample_channels)
         return Transformer3DOutput(sample=out) if return_dict else (out,)
 
-    # The forward pass in phases, also used by the cache wrappers in latte.acceleration.
+    # The forward pass in phases, also used by the wrappers in latte.acceleration: they share `forward` and
+    # replace `text_context` and/or `denoise`.
+    def denoise(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor | int,
+        context: TextContext,
+        enable_temporal_attentions: bool = True,
+        sample_channels: int | None = None,
+    ) -> torch.Tensor:
+        """`forward` after the text: latents (B, C, F, H, W) -> output (B, C_out or sample_channels, F, H, W)."""
+        x, emb, t6 = self.embed(hidden_states, timestep)  # (B, F*N, D), (B, D), (B, 6D)
+        x = self.run_blocks(x, t6, context, hidden_states.shape[2], enable_temporal_attentions)
+        return self.unembed(x, emb, hidden_states.shape, sample_channels)
+
     def text_context(
         self,
         encoder_hidden_states: torch.Tensor | TextContext,
