@@ -13,20 +13,17 @@ import argparse
 import json
 import logging
 import sys
-import tempfile
-from pathlib import Path
 
 import torch
 from bench_transformer import LATTE1
 from bench_utils import interleaved, machine_info, measure_peak, summary, time_call, tune_allocator
-from diffusers import AutoencoderKL, DDIMScheduler, LatteTransformer3DModel
+from diffusers import DDIMScheduler, LatteTransformer3DModel
 from diffusers import LattePipeline as DiffusersLattePipeline
-from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
 from latte.models.latte_t2v import LatteT2VConfig, LatteT2VTransformer
-from latte.models.text_encoder import train_tokenizer
 from latte.models.vae import decode_latents
 from latte.pipelines import LattePipeline
+from latte.testing import random_text_encoder, random_tokenizer, random_vae
 
 PROMPT = "a red circle moves left across a blue background"
 CORPUS = [PROMPT, "a green triangle bounces", "a yellow star spins slowly", "waves on a beach at sunset"]
@@ -34,20 +31,10 @@ CORPUS = [PROMPT, "a green triangle bounces", "a yellow star spins slowly", "wav
 
 def build_components(dtype: torch.dtype, device: str, layers: int, seed: int = 0):
     """Shared components and diffusers' transformer; ours shares its weights (no copy)."""
+    tokenizer = random_tokenizer(CORPUS, vocab_size=64)
+    text_encoder = random_text_encoder(len(tokenizer), 4096, seed, d_ff=2048)  # Latte-1's T5 width, 2 layers
+    vae = random_vae((128, 256, 512, 512), seed, layers_per_block=2)  # the SD VAE's shape
     torch.manual_seed(seed)
-    folder = Path(tempfile.mkdtemp(prefix="latte-bench-tokenizer-"))
-    train_tokenizer(CORPUS, folder, vocab_size=64)
-    tokenizer = T5Tokenizer.from_pretrained(str(folder))
-    t5 = T5Config(
-        vocab_size=len(tokenizer), d_model=4096, d_kv=64, num_heads=8, num_layers=2, d_ff=2048,
-        feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False, pad_token_id=0,
-        eos_token_id=1,
-    )  # fmt: skip
-    text_encoder = T5EncoderModel(t5).eval()
-    vae = AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-    ).eval()  # fmt: skip
     ref = LatteTransformer3DModel(**{**LATTE1, "num_layers": layers}).eval()
     ours = LatteT2VTransformer.from_state_dict(
         ref.state_dict(), LatteT2VConfig(**{**LATTE1, "num_layers": layers})

@@ -9,14 +9,13 @@ width 64, patch 2, sample_size 8 (so 64 x 64 pixels by default), 8 output channe
 scheduler with Latte-1's published config (`variance_type: learned_range`).
 """
 
-import functools
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from latte.models.latte_t2v import LatteT2VConfig
+from latte.testing import random_text_encoder, random_tokenizer, random_vae
 from latte.training.export import LATTE1_SCHEDULER  # Latte-1's published scheduler_config.json (DDIM)
 
 TEXT_WIDTH = 32
@@ -43,59 +42,18 @@ TINY_TRANSFORMER = {
 }
 
 
-@functools.lru_cache(maxsize=1)
-def _tokenizer_folder() -> Path:
-    """Train the tiny sentencepiece tokenizer once per process."""
-    from latte.models.text_encoder import train_tokenizer
-
-    folder = Path(tempfile.mkdtemp(prefix="latte-tiny-tokenizer-"))
-    train_tokenizer(TINY_CORPUS, folder, vocab_size=96)
-    return folder
-
-
 def tiny_tokenizer():
-    from transformers import T5Tokenizer
-
-    return T5Tokenizer.from_pretrained(str(_tokenizer_folder()))
+    return random_tokenizer(TINY_CORPUS, vocab_size=96)
 
 
 def tiny_text_encoder(vocab_size: int, seed: int = 0):
-    from transformers import T5Config, T5EncoderModel
-
-    torch.manual_seed(seed)
-    config = T5Config(
-        vocab_size=vocab_size,
-        d_model=TEXT_WIDTH,
-        d_kv=8,
-        num_heads=4,
-        num_layers=2,
-        d_ff=64,
-        feed_forward_proj="gated-gelu",
-        relative_attention_num_buckets=8,
-        dropout_rate=0.0,
-        is_encoder_decoder=False,
-        use_cache=False,
-        pad_token_id=0,
-        eos_token_id=1,
+    return random_text_encoder(
+        vocab_size, TEXT_WIDTH, seed, d_kv=8, num_heads=4, d_ff=64, relative_attention_num_buckets=8, dropout_rate=0.0
     )
-    return T5EncoderModel(config).eval()
 
 
 def tiny_vae(seed: int = 0):
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(seed)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=4,
-        sample_size=64,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 16, 16),
-    ).eval()
+    return random_vae((8, 8, 16, 16), seed, layers_per_block=1, norm_num_groups=4, sample_size=64)
 
 
 def tiny_transformer(seed: int = 0, **overrides):
