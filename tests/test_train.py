@@ -12,7 +12,8 @@ from latte.models.vae import load_vae
 from latte.training import checkpoint as ckpt
 from latte.training.config import load_config
 from latte.training.export import export_run
-from latte.training.train import Dist, build_model, lr_at, pad_text, prepare_cache, train
+from latte.training.model import build_model
+from latte.training.train import Dist, lr_at, pad_text, prepare_cache, train
 from training_support import make_components, tiny_config
 
 
