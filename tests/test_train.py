@@ -201,7 +201,7 @@ def test_cache_mismatch_and_missing_checkpoints(setup, tmp_path):
     cfg = tiny_config(tmp_path / "run", components, root / "cache", data={"num_frames": 8})
     with pytest.raises(ValueError, match="num_frames"):
         prepare_cache(cfg, Dist(), torch.device("cpu"))
-    with pytest.raises(FileNotFoundError, match="no checkpoints"):
+    with pytest.raises(FileNotFoundError, match="no readable checkpoints"):
         export_run(tmp_path / "empty", tmp_path / "out")
     assert isinstance(LatentCache(root / "cache"), LatentCache)
 

@@ -103,9 +103,9 @@ def check_training_checkpoint(state, path: str | os.PathLike) -> None:
     elif state and all(isinstance(v, torch.Tensor) for v in state.values()):
         what = f"a bare state dict ({len(state)} tensors)"
     else:
-        what = f"a mapping with keys {', '.join(map(repr, list(state)[:8]))}"
+        what = f"the keys {', '.join(map(repr, list(state)[:8]))}"
     raise ValueError(
-        f"{path} is not a `latte train` checkpoint: it holds {what}, without {', '.join(missing)}; pass a "
+        f"{path} is not a `latte train` checkpoint: it holds {what} and lacks {', '.join(missing)}; pass a "
         "RUN_DIR/checkpoints/step-*.pt file, or turn an original Latte checkpoint into a model folder with "
         f"`latte convert {path} -o FOLDER`"
     )
