@@ -562,81 +562,81 @@ def _train(cfg: Config, ranks: Dist, device: torch.device) -> dict:
             persistent_workers=False,
         )
     )
-    bar = tqdm(total=t.steps, initial=start, desc="training", unit="step", disable=not ranks.main)
-    # Running sums stay on the device: reading them every step would stall the GPU queue.
-    running, window, window_start, last = torch.zeros(4, device=device), 0, time.perf_counter(), {}
-    for step in range(start, t.steps):
-        lr = lr_at(step, t)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        for micro in range(t.grad_accum):
-            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
-            x_t = diffusion.q_sample(batch["x0"], batch["t"], batch["noise"])
-            # DDP: all-reduce gradients only on the last micro-step.
-            last_micro = micro == t.grad_accum - 1
-            no_sync = train_model.no_sync() if not last_micro and hasattr(train_model, "no_sync") else None
-            with no_sync or contextlib.nullcontext():
-                with torch.autocast(
-                    device.type, dtype=autocast or torch.float32, enabled=autocast is not None
-                ):
-                    out = predict(train_model, cfg, x_t, batch)
-                losses = diffusion.training_losses(out, batch["x0"], x_t, batch["t"], batch["noise"])
-                scaler.scale(losses["loss"].mean() / t.grad_accum).backward()
-            vb = losses["vb"] if losses["vb"] is not None else torch.zeros_like(losses["mse"])
-            running[:3] += (
-                torch.stack([losses["loss"].mean(), losses["mse"].mean(), vb.mean()]).detach().float()
-                / t.grad_accum
-            )
-        scaler.unscale_(optimizer)
-        clip = t.clip_grad if t.clip_grad > 0 and step >= t.clip_grad_from else float("inf")
-        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), clip)
-        running[3] += _full(grad_norm).detach().float()
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        update_ema(ema, model, t.ema_decay)
-        done, window = step + 1, window + 1
-        bar.update(1)
-
-        if done % cfg.log.log_every == 0 or done == t.steps:
-            avg = ranks.mean(running / window).cpu()
-            last = {
-                "step": done,
-                "loss": avg[0].item(),
-                "mse": avg[1].item(),
-                "vb": avg[2].item(),
-                "grad_norm": avg[3].item(),
-                "lr": lr,
-                "steps_per_s": window / (time.perf_counter() - window_start),
-            }
-            if metrics is not None:
-                metrics.write(last)
-                bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.2e}")
-            running, window, window_start = torch.zeros(4, device=device), 0, time.perf_counter()
-        if render is not None and done % cfg.log.sample_every == 0:
-            render(ema, done)
-        if done % cfg.log.ckpt_every == 0 or done == t.steps:
-            # Every rank takes part: FSDP gathers its shards here.
-            weights, opt_state = _state_dict(model), _optimizer_state(model, optimizer, fsdp)
-            if ranks.main:
-                save_checkpoint(
-                    run_dir,
-                    done,
-                    {
-                        "step": done,
-                        "model": weights,
-                        "ema": _state_dict(ema),
-                        "optimizer": opt_state,
-                        "scaler": scaler.state_dict(),
-                        "rng": rng_state(),
-                        "config": cfg.to_dict(),
-                        "latent_shape": cache.meta["latent_shape"],
-                        "text_dim": cache.meta["text_dim"],
-                    },
-                    cfg.log.keep_last,
+    # The bar is closed however the loop ends, so that a Ctrl-C message starts on a line of its own.
+    with tqdm(total=t.steps, initial=start, desc="training", unit="step", disable=not ranks.main) as bar:
+        # Running sums stay on the device: reading them every step would stall the GPU queue.
+        running, window, window_start, last = torch.zeros(4, device=device), 0, time.perf_counter(), {}
+        for step in range(start, t.steps):
+            lr = lr_at(step, t)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            for micro in range(t.grad_accum):
+                batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+                x_t = diffusion.q_sample(batch["x0"], batch["t"], batch["noise"])
+                # DDP: all-reduce gradients only on the last micro-step.
+                last_micro = micro == t.grad_accum - 1
+                no_sync = train_model.no_sync() if not last_micro and hasattr(train_model, "no_sync") else None
+                with no_sync or contextlib.nullcontext():
+                    with torch.autocast(
+                        device.type, dtype=autocast or torch.float32, enabled=autocast is not None
+                    ):
+                        out = predict(train_model, cfg, x_t, batch)
+                    losses = diffusion.training_losses(out, batch["x0"], x_t, batch["t"], batch["noise"])
+                    scaler.scale(losses["loss"].mean() / t.grad_accum).backward()
+                vb = losses["vb"] if losses["vb"] is not None else torch.zeros_like(losses["mse"])
+                running[:3] += (
+                    torch.stack([losses["loss"].mean(), losses["mse"].mean(), vb.mean()]).detach().float()
+                    / t.grad_accum
                 )
-            ranks.barrier()
-    bar.close()
+            scaler.unscale_(optimizer)
+            clip = t.clip_grad if t.clip_grad > 0 and step >= t.clip_grad_from else float("inf")
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), clip)
+            running[3] += _full(grad_norm).detach().float()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            update_ema(ema, model, t.ema_decay)
+            done, window = step + 1, window + 1
+            bar.update(1)
+
+            if done % cfg.log.log_every == 0 or done == t.steps:
+                avg = ranks.mean(running / window).cpu()
+                last = {
+                    "step": done,
+                    "loss": avg[0].item(),
+                    "mse": avg[1].item(),
+                    "vb": avg[2].item(),
+                    "grad_norm": avg[3].item(),
+                    "lr": lr,
+                    "steps_per_s": window / (time.perf_counter() - window_start),
+                }
+                if metrics is not None:
+                    metrics.write(last)
+                    bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.2e}")
+                running, window, window_start = torch.zeros(4, device=device), 0, time.perf_counter()
+            if render is not None and done % cfg.log.sample_every == 0:
+                render(ema, done)
+            if done % cfg.log.ckpt_every == 0 or done == t.steps:
+                # Every rank takes part: FSDP gathers its shards here.
+                weights, opt_state = _state_dict(model), _optimizer_state(model, optimizer, fsdp)
+                if ranks.main:
+                    save_checkpoint(
+                        run_dir,
+                        done,
+                        {
+                            "step": done,
+                            "model": weights,
+                            "ema": _state_dict(ema),
+                            "optimizer": opt_state,
+                            "scaler": scaler.state_dict(),
+                            "rng": rng_state(),
+                            "config": cfg.to_dict(),
+                            "latent_shape": cache.meta["latent_shape"],
+                            "text_dim": cache.meta["text_dim"],
+                        },
+                        cfg.log.keep_last,
+                    )
+                ranks.barrier()
     if metrics is not None:
         metrics.close()
     summary = {"step": t.steps, "run_dir": str(run_dir), **{k: v for k, v in last.items() if k != "step"}}
