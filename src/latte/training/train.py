@@ -163,7 +163,7 @@ def init_distributed(device: str | None) -> tuple[Dist, torch.device]:
 
 
 #################################################################################
-#                            Data: cache and model                              #
+#                         Data: the latent cache                                #
 #################################################################################
 
 
@@ -415,7 +415,7 @@ def hold_run_folder(run_dir: Path, ranks: Dist):
         if ranks.main:
             try:
                 stack.enter_context(run_folder_lock(run_dir))
-            except OSError as err:
+            except Exception as err:
                 failure = err
         ranks.agree(failure, "to lock the run folder")
         yield
