@@ -12,7 +12,8 @@ from latte.models.vae import load_vae
 from latte.training import checkpoint as ckpt
 from latte.training.config import load_config
 from latte.training.export import export_run
-from latte.training.train import Dist, build_model, lr_at, pad_text, prepare_cache, train
+from latte.training.model import build_model
+from latte.training.train import Dist, lr_at, pad_text, prepare_cache, train
 from training_support import make_components, tiny_config
 
 
@@ -200,7 +201,7 @@ def test_cache_mismatch_and_missing_checkpoints(setup, tmp_path):
     cfg = tiny_config(tmp_path / "run", components, root / "cache", data={"num_frames": 8})
     with pytest.raises(ValueError, match="num_frames"):
         prepare_cache(cfg, Dist(), torch.device("cpu"))
-    with pytest.raises(FileNotFoundError, match="no checkpoints"):
+    with pytest.raises(FileNotFoundError, match="no readable checkpoints"):
         export_run(tmp_path / "empty", tmp_path / "out")
     assert isinstance(LatentCache(root / "cache"), LatentCache)
 

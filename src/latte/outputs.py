@@ -91,7 +91,7 @@ def write_file(path: str | os.PathLike, write: Callable[[str], object]) -> Path:
     path = check_file_target(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_orphans(path)
+        remove_orphans(path.parent, path.name)
         fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise OSError(f"cannot write {path}: {err.strerror or err}") from err
@@ -112,7 +112,7 @@ def write_folder(path: str | os.PathLike, fill: Callable[[Path], object], overwr
     path = check_folder_target(path, overwrite)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_orphans(path)
+        remove_orphans(path.parent, path.name)
         tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), dir=path.parent))
     except OSError as err:
         raise OSError(f"cannot write {path}: {err.strerror or err}") from err
@@ -147,10 +147,13 @@ def _tmp_prefix(path: Path) -> str:
     return f".{path.name}{_TMP_TAG}{os.getpid()}-"
 
 
-def _remove_orphans(path: Path) -> None:
-    """Delete temporary siblings of `path` whose writing process no longer exists."""
-    pattern = re.compile(re.escape(f".{path.name}{_TMP_TAG}") + r"(\d+)-[^/]*")
-    for sibling in path.parent.iterdir() if path.parent.is_dir() else ():
+def remove_orphans(folder: str | os.PathLike, name: str | None = None) -> None:
+    """Delete the temporaries in `folder` (those of target `name` only, when given) whose writing process no
+    longer exists: what a killed writer left behind."""
+    folder = Path(folder)
+    target = re.escape(name) if name is not None else r".+"
+    pattern = re.compile(r"\." + target + re.escape(_TMP_TAG) + r"(\d+)-[^/]*")
+    for sibling in folder.iterdir() if folder.is_dir() else ():
         match = pattern.fullmatch(sibling.name)
         if match and not _alive(int(match.group(1))):
             if sibling.is_dir() and not sibling.is_symlink():

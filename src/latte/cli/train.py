@@ -1,7 +1,8 @@
 """Training commands: `latte train CONFIG [key=value ...]`, `latte cache CONFIG [key=value ...]`,
-`latte export RUN_DIR -o FOLDER`."""
+`latte export RUN_DIR -o FOLDER [--overwrite]`."""
 
 import argparse
+import contextlib
 import os
 from pathlib import Path
 
@@ -35,6 +36,9 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="folder to write")
     p.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint file (default: the newest)")
     p.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing output folder that latte did not write"
+    )
     p.set_defaults(run=run_export)
 
 
@@ -53,11 +57,14 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_cache(args: argparse.Namespace) -> int:
     from latte.training.config import load_config
-    from latte.training.train import init_distributed, prepare_cache
+    from latte.training.train import hold_run_folder, init_distributed, prepare_cache
 
     cfg = load_config(args.config, args.overrides)
     ranks, device = init_distributed(cfg.train.device)
-    cache = prepare_cache(cfg, ranks, device)
+    # A cache inside the run folder is written under the run folder's lock, like training.
+    inside = cfg.run_dir.resolve() in cfg.cache_path.resolve().parents
+    with hold_run_folder(cfg.run_dir, ranks) if inside else contextlib.nullcontext():
+        cache = prepare_cache(cfg, ranks, device)
     print(f"{len(cache)} clips cached in {cache.folder}")
     return 0
 
@@ -65,5 +72,6 @@ def run_cache(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from latte.training.export import export_run
 
-    print(f"wrote {export_run(args.run_dir, args.output, args.checkpoint, use_ema=not args.raw)}")
+    output = export_run(args.run_dir, args.output, args.checkpoint, use_ema=not args.raw, overwrite=args.overwrite)
+    print(f"wrote {output}")
     return 0

@@ -50,7 +50,8 @@ def _class_files(root: Path, suffixes: tuple[str, ...]) -> tuple[list[tuple[Path
 
 def read_captions(path: str | os.PathLike, root: Path) -> list[tuple[Path, str, int]]:
     """(video path, caption, NO_LABEL) rows of a JSONL or CSV file with `path` and `caption` fields; paths are
-    relative to `root`. Rows naming missing files are skipped with a warning."""
+    relative to `root` and may not leave it (no absolute paths, no `..`): a captions file from elsewhere cannot
+    make training read arbitrary files. Rows naming missing files are skipped with a warning."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"captions file not found: {path}")
@@ -77,7 +78,13 @@ def read_captions(path: str | os.PathLike, root: Path) -> list[tuple[Path, str, 
             or not isinstance(row.get("caption"), str)
         ):
             raise ValueError(f"{place} needs string fields 'path' and 'caption', got {row!r:.120}")
-        video = root / row["path"]
+        relative = Path(row["path"])
+        if relative.is_absolute() or ".." in relative.parts:
+            raise ValueError(
+                f"{place}: path {row['path']!r} points outside the video folder {root}; captions paths must be "
+                "relative to data.root and stay inside it (move or link the videos into it)"
+            )
+        video = root / relative
         if not video.is_file():
             logger.warning("skipping %s: %s does not exist", place, video)
             continue

@@ -2,11 +2,13 @@
 
     cfg = load_config("configs/shapes-cpu.yaml", ["train.lr=3e-4", "model.args.num_layers=2"])
 
-Unknown keys and values of the wrong type are errors that name the key. The resolved config is written next to
-the checkpoints (`RUN_DIR/config.yaml`), so a run can be resumed or exported from its folder alone.
+Unknown keys, values of the wrong type and values out of range are errors that name the key, the value and
+what is allowed. The resolved config is written next to the checkpoints (`RUN_DIR/config.yaml`), once the run
+holds its folder's lock and may resume there, so a run can be resumed or exported from its folder alone.
 """
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from latte.data.synthetic import SPLITS
 from latte.diffusion.gaussian import PREDICTION_TYPES
 from latte.outputs import write_file
 
@@ -123,28 +126,45 @@ class Config:
         _choice("train.precision", t.precision, PRECISIONS)
         _choice("train.parallel", t.parallel, PARALLEL)
         _choice("train.prediction_type", t.prediction_type, PREDICTION_TYPES)
-        positive = {
-            "data.num_frames": d.num_frames,
-            "data.frame_interval": d.frame_interval,
-            "data.size": d.size,
-            "data.cache_repeats": d.cache_repeats,
-            "data.shard_size": d.shard_size,
-            "train.steps": t.steps,
-            "train.batch_size": t.batch_size,
-            "train.grad_accum": t.grad_accum,
-            "log.log_every": lg.log_every,
-            "log.ckpt_every": lg.ckpt_every,
-            "log.keep_last": lg.keep_last,
+        _choice("data.split", d.split, SPLITS)
+        # Whole numbers and the least value each allows.
+        least = {
+            "data.num_frames": (d.num_frames, 1),
+            "data.frame_interval": (d.frame_interval, 1),
+            "data.size": (d.size, 1),
+            "data.num_samples": (d.num_samples, 1),
+            "data.use_image_num": (d.use_image_num, 0),
+            "data.cache_repeats": (d.cache_repeats, 1),
+            "data.shard_size": (d.shard_size, 1),
+            "data.num_workers": (d.num_workers, 0),
+            "train.steps": (t.steps, 1),
+            "train.batch_size": (t.batch_size, 1),
+            "train.grad_accum": (t.grad_accum, 1),
+            "train.warmup_steps": (t.warmup_steps, 0),
+            "train.clip_grad_from": (t.clip_grad_from, 0),
+            "log.log_every": (lg.log_every, 1),
+            "log.ckpt_every": (lg.ckpt_every, 1),
+            "log.keep_last": (lg.keep_last, 1),
+            "log.sample_every": (lg.sample_every, 0),
+            "log.sample_steps": (lg.sample_steps, 1),
         }
-        for key, value in positive.items():
-            if value < 1:
-                raise ValueError(f"{key} must be >= 1, got {value}")
+        for key, (value, low) in least.items():
+            _check(key, value, value >= low, f">= {low}")
+        for key, seed in (("train.seed", t.seed), ("data.synthetic_seed", d.synthetic_seed)):
+            _check(key, seed, 0 <= seed < 2**32, "in [0, 2**32)")
+        # Comparisons are False for NaN, so NaN fails each of these.
+        _check("train.lr", t.lr, 0 < t.lr < math.inf, "a finite number > 0")
+        _check("train.min_lr", t.min_lr, 0 <= t.min_lr <= t.lr, f"in [0, train.lr] = [0, {t.lr}]")
+        _check("train.weight_decay", t.weight_decay, 0 <= t.weight_decay < math.inf, "a finite number >= 0")
+        for i, beta in enumerate(t.adam_betas):
+            _check(f"train.adam_betas[{i}]", beta, 0 <= beta < 1, "in [0, 1)")
+        _check("train.clip_grad", t.clip_grad, 0 <= t.clip_grad < math.inf, "a finite number >= 0 (0 = off)")
+        _check("train.ema_decay", t.ema_decay, 0 <= t.ema_decay <= 1, "in [0, 1]")
+        _check("train.cfg_dropout", t.cfg_dropout, 0 <= t.cfg_dropout < 1, "in [0, 1)")
         if t.batch_size % t.grad_accum:
             raise ValueError(
                 f"train.batch_size ({t.batch_size}) must be a multiple of train.grad_accum ({t.grad_accum})"
             )
-        if not 0 <= t.cfg_dropout < 1 or not 0 <= t.ema_decay <= 1:
-            raise ValueError("train.cfg_dropout must be in [0, 1) and train.ema_decay in [0, 1]")
         if d.source == "videos" and not d.root:
             raise ValueError("data.source=videos needs data.root (the folder of clips)")
         if m.pretrained and (m.args or m.name):
@@ -168,6 +188,11 @@ class Config:
 
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))
+
+
+def _check(key: str, value, ok: bool, rule: str) -> None:
+    if not ok:
+        raise ValueError(f"{key}={value!r} is not allowed; it must be {rule}")
 
 
 def _choice(key: str, value, allowed: tuple) -> None:

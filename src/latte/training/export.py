@@ -3,21 +3,28 @@
 Text-to-video runs give the Latte-1 pipeline layout: model_index.json, transformer/ (the EMA weights),
 and the frozen vae/, text_encoder/, tokenizer/, scheduler/ copied from the run's `components` folder.
 Class/unconditional runs give a `LatteClassPipeline` folder: transformer/, vae/, scheduler/ (the paper's
-DDPM), model_index.json. The folder is assembled beside `output` and renamed into place.
+DDPM), model_index.json. The folder follows the output rule (`latte.outputs.write_folder`): assembled beside
+`output` and swapped in; a folder latte did not write is replaced only with `overwrite` (`--overwrite`).
 """
 
 import logging
 import os
 import shutil
-import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
+import torch
+
 from latte.models.io import load_torch_checkpoint, read_json, write_json
-from latte.training.checkpoint import list_checkpoints
+from latte.outputs import check_folder_target, write_folder
+from latte.training.checkpoint import CHECKPOINT_DIR, load_latest
 from latte.training.config import config_from_dict
+from latte.training.model import build_model
 
 logger = logging.getLogger(__name__)
 
+# What every checkpoint of `latte train` holds and export needs.
+TRAINING_KEYS = ("step", "config", "model", "ema", "latent_shape", "text_dim")
 COMPONENTS = ("vae", "text_encoder", "tokenizer", "scheduler")
 MODEL_INDEX = {
     "_class_name": "LattePipeline",
@@ -48,53 +55,60 @@ def export_run(
     output: str | os.PathLike,
     checkpoint: str | os.PathLike | None = None,
     use_ema: bool = True,
+    overwrite: bool = False,
 ) -> Path:
-    """Write the model of `run_dir` (its newest checkpoint, or `checkpoint`) as a model folder `output`."""
-    from latte.training.train import build_model
-
-    run_dir, output = Path(run_dir), Path(output)
+    """Write the model of `run_dir` (its newest readable checkpoint, or `checkpoint`) as a model folder `output`,
+    by the output rule (`latte.outputs.write_folder`): an existing folder latte did not write is replaced only
+    with `overwrite`."""
+    run_dir = Path(run_dir)
+    output = check_folder_target(output, overwrite)
     if checkpoint is None:
-        found = list_checkpoints(run_dir)
-        if not found:
+        latest = load_latest(run_dir)
+        if latest is None:
             raise FileNotFoundError(
-                f"no checkpoints in {run_dir / 'checkpoints'}: train first (`latte train`)"
+                f"no readable checkpoints in {run_dir / CHECKPOINT_DIR}: train first (`latte train`)"
             )
-        checkpoint = found[-1]
-    state = load_torch_checkpoint(checkpoint)
+        checkpoint, state = latest
+    else:
+        state = load_torch_checkpoint(checkpoint)
+        check_training_checkpoint(state, checkpoint)
     cfg = config_from_dict(state["config"])
     model = build_model(cfg, state["latent_shape"], state["text_dim"])
     model.load_state_dict(state["ema" if use_ema else "model"])
-    if not cfg.components or not Path(cfg.components).is_dir():
+    components = Path(cfg.components) if cfg.components else None
+    if components is None or not components.is_dir():
         raise FileNotFoundError(
             f"the run's components folder {cfg.components} is missing: it holds the frozen "
             "VAE (and text encoder) the model folder needs"
         )
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
-        if cfg.model.type == "t2v":
-            _write_text_to_video(model, Path(cfg.components), tmp, cfg.train.prediction_type)
-        else:
-            _write_class(model, Path(cfg.components), tmp, cfg.train.prediction_type)
-        if output.exists():  # swap: the old folder is removed only once the new one is complete
-            old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old.", dir=output.parent))
-            os.replace(output, old / output.name)
-            os.replace(tmp, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    write = _write_text_to_video if cfg.model.type == "t2v" else _write_class
+    write_folder(output, lambda folder: write(model, components, folder, cfg.train.prediction_type), overwrite)
     logger.info(
         "exported the %s weights of %s (step %d) to %s",
         "EMA" if use_ema else "raw",
-        run_dir,
+        checkpoint,
         state["step"],
         output,
     )
     return output
+
+
+def check_training_checkpoint(state, path: str | os.PathLike) -> None:
+    """Fail in one line, saying what the file holds, when `state` is not a checkpoint of `latte train`."""
+    missing = [k for k in TRAINING_KEYS if not isinstance(state, Mapping) or k not in state]
+    if not missing:
+        return
+    if not isinstance(state, Mapping):
+        what = f"a {type(state).__name__}"
+    elif state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        what = f"a bare state dict ({len(state)} tensors)"
+    else:
+        what = f"the keys {', '.join(map(repr, list(state)[:8]))}"
+    raise ValueError(
+        f"{path} is not a `latte train` checkpoint: it holds {what} and lacks {', '.join(missing)}; pass a "
+        "RUN_DIR/checkpoints/step-*.pt file, or turn an original Latte checkpoint into a model folder with "
+        f"`latte convert {path} -o FOLDER`"
+    )
 
 
 def scheduler_config(components: Path, prediction_type: str) -> dict:

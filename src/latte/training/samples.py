@@ -6,7 +6,12 @@ from pathlib import Path
 
 import torch
 
+from latte.training.export import scheduler_config
+from latte.training.model import load_frozen
+
 logger = logging.getLogger(__name__)
+
+SAMPLES_DIR = "samples"  # in the run folder
 
 
 class SampleRenderer:
@@ -15,8 +20,6 @@ class SampleRenderer:
     def __init__(self, cfg, device: torch.device):
         from latte.pipelines.class_conditional import LatteClassPipeline, paper_scheduler
         from latte.pipelines.text_to_video import LattePipeline, make_scheduler
-        from latte.training.export import scheduler_config
-        from latte.training.train import load_frozen
 
         self.cfg, self.device = cfg, device
         self.vae, text = load_frozen(cfg, device)
@@ -53,7 +56,7 @@ class SampleRenderer:
             labels = list(range(min(4, ema.config.num_classes))) or None
             names = [f"class {label}" for label in labels] if labels else ["unconditional"]
             videos = pipe(class_labels=labels, **size).frames
-        folder = self.cfg.run_dir / "samples"
+        folder = self.cfg.run_dir / SAMPLES_DIR
         paths = [
             export_video(video.cpu(), folder / f"step-{step:08d}-{i}.gif") for i, video in enumerate(videos)
         ]

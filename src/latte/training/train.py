@@ -24,9 +24,22 @@ from tqdm.auto import tqdm
 from latte.data.cache import NO_LABEL, LatentCache, OnlineLatents, build_cache
 from latte.diffusion import GaussianDiffusion, linear_betas
 from latte.models.io import read_json, write_json
-from latte.training.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
+from latte.outputs import check_folder_target, remove_orphans
+from latte.training.checkpoint import (
+    CHECKPOINT_DIR,
+    checkpoint_step,
+    load_latest,
+    newest_readable,
+    resume_conflicts,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from latte.training.config import Config, save_config
-from latte.training.samples import SampleRenderer
+from latte.training.export import export_run
+from latte.training.lock import run_folder_lock
+from latte.training.model import build_model, load_frozen
+from latte.training.samples import SAMPLES_DIR, SampleRenderer
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +129,15 @@ class Dist:
         dist.broadcast_object_list(box, src=0, device=self.device)
         return box[0]
 
+    def agree(self, failure: BaseException | None, doing: str) -> None:
+        """Fail on every rank when rank 0 failed at `doing` (rank 0 raises its own error); also a barrier. The
+        other ranks learn of the failure instead of waiting forever for a rank 0 that gave up."""
+        message = self.share(None if failure is None else f"{type(failure).__name__}: {failure}")
+        if failure is not None:
+            raise failure
+        if message is not None:
+            raise RuntimeError(f"rank 0 failed {doing}: {message}")
+
     def mean(self, values: torch.Tensor) -> torch.Tensor:
         """The mean of `values` over all ranks (a CPU tensor)."""
         if self.world > 1:
@@ -141,7 +163,7 @@ def init_distributed(device: str | None) -> tuple[Dist, torch.device]:
 
 
 #################################################################################
-#                            Data: cache and model                              #
+#                         Data: the latent cache                                #
 #################################################################################
 
 
@@ -179,25 +201,6 @@ def cache_fingerprint(cfg: Config) -> dict:
     return {"data": data, "components": components, "text": cfg.model.type == "t2v"}
 
 
-def load_frozen(cfg: Config, device: torch.device):
-    """The frozen VAE and (text-to-video) the tokenizer and text encoder from `cfg.components`."""
-    from latte.models.vae import load_vae
-
-    if not cfg.components:
-        raise ValueError(
-            "config key 'components' must name a folder with vae/ (and text_encoder/, tokenizer/ "
-            "for text-to-video), e.g. the shipped latte-shapes model folder"
-        )
-    vae = load_vae(Path(cfg.components) / "vae").to(device)
-    text = None
-    if cfg.model.type == "t2v":
-        from latte.models.text_encoder import load_text_components
-
-        tokenizer, encoder = load_text_components(cfg.components)
-        text = (tokenizer, encoder.to(device))
-    return vae, text
-
-
 def prepare_cache(cfg: Config, ranks: Dist, device: torch.device) -> LatentCache:
     """Open the run's latent cache, building it first (rank 0) when it does not exist."""
     folder, fingerprint = cfg.cache_path, cache_fingerprint(cfg)
@@ -220,12 +223,7 @@ def prepare_cache(cfg: Config, ranks: Dist, device: torch.device) -> LatentCache
             )
         except Exception as err:
             failure = err
-    # The other ranks wait for rank 0, and fail with it instead of waiting forever.
-    message = ranks.share(None if failure is None else f"{type(failure).__name__}: {failure}")
-    if failure is not None:
-        raise failure
-    if message is not None:
-        raise RuntimeError(f"rank 0 could not build the latent cache: {message}")
+    ranks.agree(failure, "to build the latent cache")
     found = read_json(meta_path).get("fingerprint") or {}
     if found != fingerprint:
         changed = sorted(
@@ -237,76 +235,6 @@ def prepare_cache(cfg: Config, ranks: Dist, device: torch.device) -> LatentCache
             "delete it or set data.cache_dir to another folder"
         )
     return LatentCache(folder)
-
-
-def build_model(cfg: Config, latent_shape: list[int], text_dim: int | None) -> nn.Module:
-    """The denoiser the config names, sized to the cached latents (C, F, h, w) and text features, or the
-    pretrained model it names (checked against them).
-
-    Sizes the data fixes (channels, latent side, frames, text width) are filled in; `model.args` naming
-    other values is an error. Both models get 2C output channels (epsilon + learned-range variance) unless
-    the args say otherwise.
-    """
-    channels, frames, height, _ = latent_shape
-    args = dict(cfg.model.args)
-    if cfg.model.pretrained:
-        model = load_pretrained(cfg.model.type, cfg.model.pretrained)
-        needed = {"in_channels": channels}
-        if cfg.model.type == "t2v":
-            needed["caption_channels"] = text_dim
-        for key, value in needed.items():
-            if getattr(model.config, key) != value:
-                raise ValueError(
-                    f"pretrained model {cfg.model.pretrained} has {key}="
-                    f"{getattr(model.config, key)}, the data {value}"
-                )
-    elif cfg.model.type == "t2v":
-        from latte.models.latte_t2v import LatteT2VConfig, LatteT2VTransformer
-
-        _fill(args, in_channels=channels, sample_size=height, caption_channels=text_dim, video_length=frames)
-        args.setdefault("out_channels", 2 * channels)
-        args.setdefault("cross_attention_dim", LatteT2VConfig(**{**args, "cross_attention_dim": None}).width)
-        model = LatteT2VTransformer(LatteT2VConfig(**args))
-        model.initialize_weights()
-    else:
-        from latte.models.latte import Latte, LatteConfig
-
-        _fill(args, in_channels=channels, input_size=height, num_frames=frames)
-        # The label table needs a null row exactly when labels are dropped for guidance.
-        args.setdefault("class_dropout_prob", cfg.train.cfg_dropout)
-        config = LatteConfig.from_name(cfg.model.name, **args) if cfg.model.name else LatteConfig(**args)
-        model = Latte(config)
-        model.initialize_weights()
-    if cfg.model.type == "latte" and model.config.num_classes:
-        if cfg.train.cfg_dropout > 0 and not model.config.has_null_class:
-            raise ValueError(
-                "train.cfg_dropout > 0 needs a null class: leave model.args.class_dropout_prob unset"
-            )
-        # The trainer drops labels itself, from each sample's generator (the same on any number of
-        # processes and after a resume); the embedder's own global-RNG dropout is switched off.
-        model.y_embedder.dropout_prob = 0.0
-    return model.float().requires_grad_(True)
-
-
-def load_pretrained(model_type: str, path: str) -> nn.Module:
-    """A model folder (or a pipeline folder's transformer/) or, for "latte", an original .pt checkpoint."""
-    path = Path(path)
-    if model_type == "t2v":
-        from latte.models.latte_t2v import LatteT2VTransformer as cls
-    else:
-        from latte.models.latte import Latte as cls
-
-        if path.is_file():
-            return cls.from_original(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"model.pretrained not found: {path}")
-    return cls.from_pretrained(path, subfolder="transformer" if (path / "transformer").is_dir() else None)
-
-
-def _fill(args: dict, **derived) -> None:
-    for key, value in derived.items():
-        if args.setdefault(key, value) != value:
-            raise ValueError(f"model.args.{key}={args[key]} does not fit the data, which has {key}={value}")
 
 
 #################################################################################
@@ -478,8 +406,26 @@ def wrap_parallel(model: nn.Module, cfg: Config, ranks: Dist, device: torch.devi
     )
 
 
+@contextlib.contextmanager
+def hold_run_folder(run_dir: Path, ranks: Dist):
+    """Rank 0 holds the lock of the run folder for the `with` block (the other ranks work under it); when it
+    cannot take it, every rank fails at once."""
+    with contextlib.ExitStack() as stack:
+        failure = None
+        if ranks.main:
+            try:
+                stack.enter_context(run_folder_lock(run_dir))
+            except Exception as err:
+                failure = err
+        ranks.agree(failure, "to lock the run folder")
+        yield
+
+
 def train(cfg: Config) -> dict:
-    """Train the model `cfg` describes; returns a summary dict (final step, last logged loss, run folder)."""
+    """Train the model `cfg` describes; returns a summary dict (final step, last logged loss, run folder).
+
+    Rank 0 holds the run folder's lock for the whole run. Ctrl-C stops the run, logs which checkpoint was kept
+    and raises KeyboardInterrupt again."""
     t = cfg.train
     ranks, device = init_distributed(t.device)
     if t.batch_size % (ranks.world * t.grad_accum):
@@ -489,13 +435,62 @@ def train(cfg: Config) -> dict:
         )
     if t.precision == "fp16" and device.type != "cuda":
         raise ValueError("train.precision=fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    if cfg.export_dir:
+        check_folder_target(cfg.export_dir)  # now, not after the training
     if device.type == "cuda" and t.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    run_dir = cfg.run_dir
-    if ranks.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / CONFIG_NAME)
+    with hold_run_folder(cfg.run_dir, ranks):
+        try:
+            return _train(cfg, ranks, device)
+        except KeyboardInterrupt:
+            if ranks.main:
+                logger.warning("%s", interrupted_message(cfg.run_dir))
+            raise
+
+
+def interrupted_message(run_dir: Path) -> str:
+    """What an interrupted run kept, and how to go on."""
+    kept = newest_readable(run_dir)
+    if kept is None:
+        return f"interrupted before the first checkpoint of {run_dir}; rerun the same command to start again"
+    return f"interrupted: kept {kept} (step {checkpoint_step(kept)}); rerun the same command to resume"
+
+
+def check_resumable(cfg: Config, path: Path, state: dict) -> None:
+    """Fail, naming the differing settings, when the checkpoint `path` was made with settings that cannot be
+    resumed under `cfg`."""
+    conflicts = resume_conflicts(state["config"], cfg.to_dict())
+    if conflicts:
+        raise ValueError(
+            f"cannot resume {cfg.run_dir} from {path.name} with these settings: {'; '.join(conflicts)} (old -> "
+            f"new); resume with the run's own settings ({cfg.run_dir / CONFIG_NAME}), or set output_dir to a new "
+            "folder to start a new run"
+        )
+
+
+def check_weights_fit(model: nn.Module, weights: dict, path: Path) -> None:
+    """Fail in one line when a checkpoint's weights do not fit the model built from the config."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in weights.items()}
+    differ = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
+    if differ:
+        raise ValueError(
+            f"cannot resume from {path}: {len(differ)} of its weights do not fit the model this config builds "
+            f"(e.g. {differ[0]}: {found.get(differ[0])} in the checkpoint, {expected.get(differ[0])} now); set "
+            "output_dir to a new folder to start a new run"
+        )
+
+
+def _train(cfg: Config, ranks: Dist, device: torch.device) -> dict:
+    """The run itself, under the run folder's lock."""
+    t, run_dir = cfg.train, cfg.run_dir
+    if ranks.main:  # what a killed run left half-written
+        for folder in (run_dir, run_dir / CHECKPOINT_DIR, run_dir / SAMPLES_DIR):
+            remove_orphans(folder)
+    latest = load_latest(run_dir)
+    if latest is not None:
+        check_resumable(cfg, *latest)
 
     # 1. Data: the latent cache (built on first use) or on-the-fly encoding; the deterministic sample order.
     if cfg.data.use_cache:
@@ -507,21 +502,24 @@ def train(cfg: Config) -> dict:
     local_batch = t.batch_size // (ranks.world * t.grad_accum)
 
     # 2. Model and EMA (resumed from the newest checkpoint of the run folder, if any), optimizer, objective.
+    #    The resolved config is written once the checkpoint is known to fit.
     torch.manual_seed(t.seed)
     model = build_model(cfg, cache.meta["latent_shape"], cache.meta["text_dim"]).to(device)
     if t.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     ema = copy.deepcopy(model).requires_grad_(False).eval()
-    latest = load_latest(run_dir)
     start, state = 0, None
     if latest is not None:
         path, state = latest
+        check_weights_fit(model, state["model"], path)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         set_rng_state(state["rng"])
         start = state["step"]
         if ranks.main:
             logger.info("resumed from %s (step %d)", path, start)
+    if ranks.main:
+        save_config(cfg, run_dir / CONFIG_NAME)
     fsdp = ranks.world > 1 and t.parallel == "fsdp"
     train_model = wrap_parallel(model, cfg, ranks, device)  # FSDP shards `model` in place
     optimizer = torch.optim.AdamW(
@@ -564,89 +562,87 @@ def train(cfg: Config) -> dict:
             persistent_workers=False,
         )
     )
-    bar = tqdm(total=t.steps, initial=start, desc="training", unit="step", disable=not ranks.main)
-    # Running sums stay on the device: reading them every step would stall the GPU queue.
-    running, window, window_start, last = torch.zeros(4, device=device), 0, time.perf_counter(), {}
-    for step in range(start, t.steps):
-        lr = lr_at(step, t)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        for micro in range(t.grad_accum):
-            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
-            x_t = diffusion.q_sample(batch["x0"], batch["t"], batch["noise"])
-            # DDP: all-reduce gradients only on the last micro-step.
-            last_micro = micro == t.grad_accum - 1
-            no_sync = train_model.no_sync() if not last_micro and hasattr(train_model, "no_sync") else None
-            with no_sync or contextlib.nullcontext():
-                with torch.autocast(
-                    device.type, dtype=autocast or torch.float32, enabled=autocast is not None
-                ):
-                    out = predict(train_model, cfg, x_t, batch)
-                losses = diffusion.training_losses(out, batch["x0"], x_t, batch["t"], batch["noise"])
-                scaler.scale(losses["loss"].mean() / t.grad_accum).backward()
-            vb = losses["vb"] if losses["vb"] is not None else torch.zeros_like(losses["mse"])
-            running[:3] += (
-                torch.stack([losses["loss"].mean(), losses["mse"].mean(), vb.mean()]).detach().float()
-                / t.grad_accum
-            )
-        scaler.unscale_(optimizer)
-        clip = t.clip_grad if t.clip_grad > 0 and step >= t.clip_grad_from else float("inf")
-        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), clip)
-        running[3] += _full(grad_norm).detach().float()
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        update_ema(ema, model, t.ema_decay)
-        done, window = step + 1, window + 1
-        bar.update(1)
-
-        if done % cfg.log.log_every == 0 or done == t.steps:
-            avg = ranks.mean(running / window).cpu()
-            last = {
-                "step": done,
-                "loss": avg[0].item(),
-                "mse": avg[1].item(),
-                "vb": avg[2].item(),
-                "grad_norm": avg[3].item(),
-                "lr": lr,
-                "steps_per_s": window / (time.perf_counter() - window_start),
-            }
-            if metrics is not None:
-                metrics.write(last)
-                bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.2e}")
-            running, window, window_start = torch.zeros(4, device=device), 0, time.perf_counter()
-        if render is not None and done % cfg.log.sample_every == 0:
-            render(ema, done)
-        if done % cfg.log.ckpt_every == 0 or done == t.steps:
-            # Every rank takes part: FSDP gathers its shards here.
-            weights, opt_state = _state_dict(model), _optimizer_state(model, optimizer, fsdp)
-            if ranks.main:
-                save_checkpoint(
-                    run_dir,
-                    done,
-                    {
-                        "step": done,
-                        "model": weights,
-                        "ema": _state_dict(ema),
-                        "optimizer": opt_state,
-                        "scaler": scaler.state_dict(),
-                        "rng": rng_state(),
-                        "config": cfg.to_dict(),
-                        "latent_shape": cache.meta["latent_shape"],
-                        "text_dim": cache.meta["text_dim"],
-                    },
-                    cfg.log.keep_last,
+    # The bar is closed however the loop ends, so that a Ctrl-C message starts on a line of its own.
+    with tqdm(total=t.steps, initial=start, desc="training", unit="step", disable=not ranks.main) as bar:
+        # Running sums stay on the device: reading them every step would stall the GPU queue.
+        running, window, window_start, last = torch.zeros(4, device=device), 0, time.perf_counter(), {}
+        for step in range(start, t.steps):
+            lr = lr_at(step, t)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            for micro in range(t.grad_accum):
+                batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+                x_t = diffusion.q_sample(batch["x0"], batch["t"], batch["noise"])
+                # DDP: all-reduce gradients only on the last micro-step.
+                last_micro = micro == t.grad_accum - 1
+                no_sync = train_model.no_sync() if not last_micro and hasattr(train_model, "no_sync") else None
+                with no_sync or contextlib.nullcontext():
+                    with torch.autocast(
+                        device.type, dtype=autocast or torch.float32, enabled=autocast is not None
+                    ):
+                        out = predict(train_model, cfg, x_t, batch)
+                    losses = diffusion.training_losses(out, batch["x0"], x_t, batch["t"], batch["noise"])
+                    scaler.scale(losses["loss"].mean() / t.grad_accum).backward()
+                vb = losses["vb"] if losses["vb"] is not None else torch.zeros_like(losses["mse"])
+                running[:3] += (
+                    torch.stack([losses["loss"].mean(), losses["mse"].mean(), vb.mean()]).detach().float()
+                    / t.grad_accum
                 )
-            ranks.barrier()
-    bar.close()
+            scaler.unscale_(optimizer)
+            clip = t.clip_grad if t.clip_grad > 0 and step >= t.clip_grad_from else float("inf")
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), clip)
+            running[3] += _full(grad_norm).detach().float()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            update_ema(ema, model, t.ema_decay)
+            done, window = step + 1, window + 1
+            bar.update(1)
+
+            if done % cfg.log.log_every == 0 or done == t.steps:
+                avg = ranks.mean(running / window).cpu()
+                last = {
+                    "step": done,
+                    "loss": avg[0].item(),
+                    "mse": avg[1].item(),
+                    "vb": avg[2].item(),
+                    "grad_norm": avg[3].item(),
+                    "lr": lr,
+                    "steps_per_s": window / (time.perf_counter() - window_start),
+                }
+                if metrics is not None:
+                    metrics.write(last)
+                    bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.2e}")
+                running, window, window_start = torch.zeros(4, device=device), 0, time.perf_counter()
+            if render is not None and done % cfg.log.sample_every == 0:
+                render(ema, done)
+            if done % cfg.log.ckpt_every == 0 or done == t.steps:
+                # Every rank takes part: FSDP gathers its shards here.
+                weights, opt_state = _state_dict(model), _optimizer_state(model, optimizer, fsdp)
+                if ranks.main:
+                    save_checkpoint(
+                        run_dir,
+                        done,
+                        {
+                            "step": done,
+                            "model": weights,
+                            "ema": _state_dict(ema),
+                            "optimizer": opt_state,
+                            "scaler": scaler.state_dict(),
+                            "rng": rng_state(),
+                            "config": cfg.to_dict(),
+                            "latent_shape": cache.meta["latent_shape"],
+                            "text_dim": cache.meta["text_dim"],
+                        },
+                        cfg.log.keep_last,
+                    )
+                ranks.barrier()
     if metrics is not None:
         metrics.close()
     summary = {"step": t.steps, "run_dir": str(run_dir), **{k: v for k, v in last.items() if k != "step"}}
     if ranks.main:
         write_json(run_dir / "summary.json", summary)
         if cfg.export_dir:
-            from latte.training.export import export_run
-
             export_run(run_dir, cfg.export_dir)
     return summary
 
