@@ -63,7 +63,7 @@ def register(subparsers) -> None:
     p.add_argument("--num-videos", type=int, default=1, metavar="N",
                    help="videos per prompt (default 1); video j has seed --seed + j")
     p.add_argument("--batch-size", type=int, default=4, metavar="N",
-                   help="videos generated at once (default 4); more is faster and needs more memory")
+                   help="videos per pipeline call (default 4); a larger batch needs more memory")
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="mp4, gif or png (a folder of frames); default: -o's suffix for one video, else mp4")
     p.add_argument("--overwrite", action="store_true",
