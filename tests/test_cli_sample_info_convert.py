@@ -1,5 +1,7 @@
 """`latte sample`, `latte info`, `latte convert` end to end on tiny models."""
 
+import re
+
 import pytest
 import torch
 
@@ -74,7 +76,7 @@ def test_sample_from_checkpoint_needs_a_vae(latte, checkpoint, tmp_path, capsys)
             "--num-videos", "2", "--steps", "2", "--seed", "3", "-o", str(tmp_path / "out")]
     assert latte(argv) == 0
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["class000_000.mp4", "class000_001.mp4", "class002_000.mp4", "class002_001.mp4"]
+    assert names == [".latte-output", "class000_000.mp4", "class000_001.mp4", "class002_000.mp4", "class002_001.mp4"]
     import av
 
     with av.open(str(tmp_path / "out" / "class002_001.mp4")) as container:
@@ -94,7 +96,90 @@ def test_sample_from_pipeline_folder(latte, checkpoint, tmp_path, capsys):
     argv = ["sample", "--model", str(tmp_path / "pipe"), "--class-label", "1", "--steps", "2",
             "--format", "gif", "--scheduler", "DDIMScheduler", "-o", str(tmp_path / "gifs")]
     assert latte(argv) == 0
-    assert [p.name for p in (tmp_path / "gifs").iterdir()] == ["class001_000.gif"]
-    argv = ["sample", "--model", str(tmp_path / "pipe"), "--class-label", "7", "-o", str(tmp_path)]
+    assert sorted(p.name for p in (tmp_path / "gifs").iterdir()) == [".latte-output", "class001_000.gif"]
+    argv = ["sample", "--model", str(tmp_path / "pipe"), "--class-label", "7", "-o", str(tmp_path / "new")]
     assert latte(argv) == 2
     assert "0..2" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+def snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def one_error_line(capsys, command):
+    err = capsys.readouterr().err
+    assert err.startswith(f"latte {command}: error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_sample_output_follows_the_output_rule(latte, checkpoint, tmp_path, capsys, monkeypatch):
+    """An existing folder of the user's is refused (naming it and --overwrite) before loading, replaced as a
+    whole with --overwrite; a folder latte wrote is replaced without; `.` and `""` never."""
+    ckpt, vae = checkpoint
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    base = ["sample", "--model", str(ckpt), "--vae", str(vae), "--num-heads", "4", "--class-label", "1",
+            "--steps", "1"]
+    assert latte([*base, "-o", str(out)]) == 2
+    err = one_error_line(capsys, "sample")
+    assert str(out) in err and "--overwrite" in err
+    assert latte([*base, "-o", str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [".latte-output", "class001_000.mp4"]
+    assert capsys.readouterr().out.split() == [str(out / "class001_000.mp4")]
+    assert latte([*base, "--format", "png", "-o", str(out)]) == 0  # ours: replaced, the mp4 is gone
+    assert sorted(p.name for p in out.iterdir()) == [".latte-output", "class001_000"]
+    capsys.readouterr()
+    monkeypatch.chdir(out)
+    before = snapshot(tmp_path)
+    for target in (".", ""):
+        assert latte([*base, "-o", target, "--overwrite"]) == 2
+        assert re.search("refusing to replace|empty", one_error_line(capsys, "sample"))
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--steps", "0"], r"--steps must be >= 1, got 0"),
+        (["--num-videos", "0"], r"--num-videos must be >= 1, got 0"),
+        (["--num-heads", "0"], r"--num-heads must be >= 1, got 0"),
+        (["--class-label", "-1"], r"--class-label must be >= 0, got -1"),
+        (["--guidance", "nan"], r"--guidance must be a finite number, got nan"),
+        (["--fps", "0"], r"fps must be between 0.1 and 1000.0, got 0.0"),
+        (["--seed", "-5"], r"--seed must be from 0 to \d+, got -5"),
+        (["--device", "tpu"], r"--device 'tpu': not a device of this machine; allowed here: cpu"),
+        (["--device", "meta"], r"--device 'meta'.*allowed here: cpu"),
+    ],
+)
+def test_sample_checked_before_loading(latte, tmp_path, capsys, monkeypatch, args, message):
+    from latte.cli import sample
+
+    monkeypatch.setattr(sample, "load_pipeline", lambda *a, **k: pytest.fail("loaded before the checks"))
+    assert latte(["sample", "--model", str(tmp_path / "m.pt"), "-o", str(tmp_path / "out"), *args]) == 2
+    assert re.search(message, one_error_line(capsys, "sample"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_convert_output_follows_the_output_rule(latte, checkpoint, tmp_path, capsys, monkeypatch):
+    ckpt, _ = checkpoint
+    out = tmp_path / "folder"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    from latte.models import io
+
+    real_load = io.load_torch_checkpoint
+    monkeypatch.setattr(io, "load_torch_checkpoint", lambda *a: pytest.fail("loaded before the output check"))
+    assert latte(["convert", str(ckpt), "--num-heads", "4", "-o", str(out)]) == 2
+    err = one_error_line(capsys, "convert")
+    assert str(out) in err and "--overwrite" in err and (out / "keep.txt").is_file()
+    for target in ("", "."):
+        assert latte(["convert", str(ckpt), "--num-heads", "4", "-o", target, "--overwrite"]) == 2
+        assert re.search("refusing to replace|empty", one_error_line(capsys, "convert"))
+    assert latte(["convert", str(ckpt), "--num-heads", "0", "-o", str(tmp_path / "new")]) == 2
+    assert "--num-heads must be >= 1, got 0" in one_error_line(capsys, "convert")
+    monkeypatch.setattr(io, "load_torch_checkpoint", real_load)
+    assert latte(["convert", str(ckpt), "--num-heads", "4", "-o", str(out), "--overwrite"]) == 0
+    assert Latte.from_pretrained(out).config.num_classes == 3 and not (out / "keep.txt").exists()
+    assert latte(["convert", str(ckpt), "--num-heads", "4", "-o", str(out)]) == 0  # ours now: replaced

@@ -22,10 +22,28 @@ def register(subparsers) -> None:
     a.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale (default: the model's `latte generate` default)")
     a.add_argument("--batch-size", type=int, default=8, help="videos generated at once (default 8)")
-    a.add_argument("--json", type=Path, default=None, help="also write the table and per-video readings here")
+    a.add_argument("--json", default=None,  # a str: "" (an unset variable) is refused, not read as "."
+                   help="also write the table and per-video readings to this file")
     a.add_argument("--ground-truth", type=int, default=0, metavar="N",
                    help="instead of generating, check the analyser on N rendered clips")
     a.set_defaults(run=run_adherence)
+
+
+def check_adherence_args(args: argparse.Namespace) -> None:
+    """Everything that can be checked before minutes of evaluation: numbers and the --json target."""
+    from latte.cli.arguments import check_at_least, check_finite, check_seed
+    from latte.evaluation.adherence import prompt_set
+    from latte.outputs import check_file_target
+
+    for seed in args.seeds:
+        check_seed(seed, flag="--seeds")
+    for flag, value in (("--num-seen", args.num_seen), ("--steps", args.steps), ("--batch-size", args.batch_size)):
+        check_at_least(flag, value, 1)
+    check_at_least("--ground-truth", args.ground_truth, 0)
+    check_finite("--guidance", args.guidance)
+    prompt_set(args.num_seen)  # its range check (1 .. the training combinations)
+    if args.json is not None:
+        check_file_target(args.json)
 
 
 def run_adherence(args: argparse.Namespace) -> int:
@@ -38,6 +56,7 @@ def run_adherence(args: argparse.Namespace) -> int:
     )
     from latte.models.io import read_json, write_json
 
+    check_adherence_args(args)
     if args.ground_truth:
         result = {"table": ground_truth_check(args.ground_truth)}
         print(f"analyser on {args.ground_truth} rendered clips (ground truth):")
@@ -62,7 +81,7 @@ def run_adherence(args: argparse.Namespace) -> int:
         }
         print(f"{folder}: {len(cases)} prompts x {len(args.seeds)} seeds, {steps} steps, guidance {guidance}")
     print(format_table(result["table"]))
-    if args.json:
+    if args.json is not None:
         write_json(args.json, result)
         print(f"wrote {args.json}")
     return 0

@@ -1,6 +1,13 @@
-"""`latte generate PROMPT -o out.mp4`: one text-to-video generation with a Latte-1-layout model folder."""
+"""`latte generate PROMPT [PROMPT ...] -o out.mp4`: text to video with a Latte-1-layout model folder.
+
+One video goes to `-o` (.mp4, .gif or a PNG folder). Several (more prompts, `--prompts FILE`, `--num-videos`)
+go into the folder `-o` as `NNN-<prompt>-s<seed>.mp4`; video j of a prompt has seed `--seed + j`, so each can be
+made again alone (the printed command does that).
+"""
 
 import logging
+import re
+import shlex
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -8,6 +15,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 DTYPES = ("fp32", "fp16", "bf16")
+FORMATS = ("mp4", "gif", "png")
 # Optional per-folder defaults for this command, in model_index.json (diffusers ignores `_` keys), e.g.
 # "_generate_defaults": {"steps": 25, "guidance": 4.0, "fps": 8}. Flags on the command line win.
 FOLDER_DEFAULTS_KEY = "_generate_defaults"
@@ -15,8 +23,8 @@ FOLDER_DEFAULTS_KEY = "_generate_defaults"
 
 @dataclass
 class GenerateOptions:
-    prompt: str
-    output: Path  # .mp4, .gif, or a folder for PNG frames
+    prompts: list[str]
+    output: str | Path  # one video: .mp4, .gif, or a folder for PNG frames; several: their folder
     model: Path | None = None  # None: the shipped default model, if installed
     steps: int | None = None  # None: the folder's default, else 50
     guidance: float | None = None  # None: the folder's default, else 7.5; <= 1 turns guidance off
@@ -30,6 +38,10 @@ class GenerateOptions:
     device: str | None = None  # None: cuda if available, else cpu
     fps: float | None = None  # None: the folder's default, else 8
     teacache: float = 0.0  # TeaCache threshold (approximate step skipping); 0 = off, every step computed
+    num_videos: int = 1  # per prompt; video j gets seed `seed + j`
+    batch_size: int = 4  # videos per pipeline call
+    format: str | None = None  # mp4, gif or png; None: -o's suffix for one video, else mp4
+    overwrite: bool = False  # replace an output folder that holds files latte did not write
 
 
 BUILTIN_DEFAULTS = {"steps": 50, "guidance": 7.5, "fps": 8.0}
@@ -39,11 +51,23 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "generate",
         help="text to video with a Latte-1 model folder",
-        description="Generate one video from a prompt with a diffusers-layout Latte model folder (Latte-1 or "
-        "the shipped default model) and write it as .mp4 (H.264), .gif, or a folder of PNG frames.",
+        description="Generate videos from prompts with a diffusers-layout Latte model folder (Latte-1 or "
+        "the shipped default model) and write them as .mp4 (H.264), .gif, or folders of PNG frames. One video "
+        "is written to -o; several go into the folder -o as NNN-<prompt>-s<seed>.<format>.",
     )
-    p.add_argument("prompt", help="what the video shows")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output .mp4, .gif, or folder for PNGs")
+    p.add_argument("prompts", nargs="*", metavar="PROMPT", help="what the video shows (one or more)")
+    p.add_argument("--prompts", type=Path, default=None, dest="prompts_file", metavar="FILE",
+                   help="a UTF-8 text file with one prompt per line (blank lines and # comments skipped)")
+    p.add_argument("-o", "--output", required=True,  # a str: "" (an unset variable) is refused, not read as "."
+                   help="output .mp4, .gif, or folder for PNGs; the folder for the videos when there are several")
+    p.add_argument("--num-videos", type=int, default=1, metavar="N",
+                   help="videos per prompt (default 1); video j has seed --seed + j")
+    p.add_argument("--batch-size", type=int, default=4, metavar="N",
+                   help="videos per pipeline call (default 4); a larger batch needs more memory")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="mp4, gif or png (a folder of frames); default: -o's suffix for one video, else mp4")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output folder even if it holds files latte did not write")
     p.add_argument("--model", type=Path, default=None,
                    help="model folder (model_index.json, transformer/, vae/, text_encoder/, tokenizer/, "
                    "scheduler/); default: the shipped model, if installed")
@@ -63,8 +87,113 @@ def register(subparsers) -> None:
     p.add_argument("--teacache", type=float, default=0.0, metavar="THRESHOLD",
                    help="skip transformer steps while its input barely changes (TeaCache; approximate, "
                    "0.1 skips about a third of 50 steps); default 0 = off")
-    p.set_defaults(run=lambda args: run_generate(GenerateOptions(**{
-        f.name: getattr(args, f.name) for f in fields(GenerateOptions)})))
+    p.set_defaults(run=lambda args: run_generate(options_from_args(args)))
+
+
+def options_from_args(args) -> GenerateOptions:
+    """The options of a parsed command line; `--prompts FILE` adds its prompts after the positional ones."""
+    values = {f.name: getattr(args, f.name) for f in fields(GenerateOptions)}
+    if args.prompts_file is not None:
+        values["prompts"] = [*args.prompts, *read_prompts(args.prompts_file)]
+    return GenerateOptions(**values)
+
+
+def read_prompts(path: Path) -> list[str]:
+    """The prompts of a text file: one per line, blank lines and `#` comments skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"prompts file not found: {path}") from None
+    except IsADirectoryError:
+        raise IsADirectoryError(f"--prompts {path} is a folder; name a text file, one prompt per line") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"prompts file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+    prompts = [line.strip() for line in text.splitlines()]
+    prompts = [p for p in prompts if p and not p.startswith("#")]
+    if not prompts:
+        raise ValueError(f"prompts file {path} holds no prompts (blank lines and # comments are skipped)")
+    return prompts
+
+
+def check_options(options: GenerateOptions) -> None:
+    """Everything that can be checked before the model is loaded: prompts, numbers, device."""
+    from latte.cli.arguments import check_at_least, check_device, check_finite, check_seed
+    from latte.pipelines.export import check_fps
+
+    if not options.prompts:
+        raise ValueError("no prompt: give one or more PROMPTs, or --prompts FILE")
+    for prompt in options.prompts:
+        if not prompt.strip():
+            raise ValueError("a prompt is empty (an unset shell variable?); give the text the video shows")
+    for flag, value in (("--steps", options.steps), ("--frames", options.frames), ("--height", options.height),
+                        ("--width", options.width), ("--num-videos", options.num_videos),
+                        ("--batch-size", options.batch_size)):
+        check_at_least(flag, value, 1)
+    check_finite("--guidance", options.guidance)
+    check_finite("--teacache", options.teacache)
+    if options.teacache < 0:
+        raise ValueError(f"--teacache must be >= 0 (0 = off), got {options.teacache}")
+    if options.fps is not None:
+        check_fps(options.fps)
+    check_seed(options.seed, options.num_videos)
+    check_device(options.device)
+
+
+def video_kind(path: Path) -> str:
+    """mp4, gif or png (a frame folder), as `export_video` reads an output path."""
+    from latte.pipelines.export import VIDEO_SUFFIXES
+
+    suffix = path.suffix.lower()
+    return suffix[1:] if suffix in VIDEO_SUFFIXES else "png"
+
+
+def check_outputs(options: GenerateOptions) -> None:
+    """Fail before any work when the output cannot be written (see `latte.outputs` for the rule)."""
+    from latte.outputs import check_folder_target
+    from latte.pipelines.export import check_output_path
+
+    count = len(options.prompts) * options.num_videos
+    if count == 1:
+        check_output_path(options.output, options.overwrite)
+        kind = video_kind(Path(options.output))
+        if options.format is not None and options.format != kind:
+            raise ValueError(f"--format {options.format} contradicts -o {options.output}, which writes {kind}; "
+                             "drop one of them")
+        return
+    kind = video_kind(Path(options.output))
+    if kind != "png":
+        raise ValueError(f"{count} videos go into a folder, but -o {options.output} names a .{kind} file; name "
+                         "a folder (choose the format with --format)")
+    check_folder_target(options.output, options.overwrite)
+
+
+def slug(prompt: str, max_length: int = 40) -> str:
+    """A file-name-safe short form of a prompt: `A red circle, moving!` -> `a-red-circle-moving`."""
+    words = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")
+    return words[:max_length].rstrip("-") or "video"
+
+
+def video_names(options: GenerateOptions) -> list[tuple[str, int, str]]:
+    """(prompt, seed, file name) per video, prompt by prompt: `000-a-red-circle-s0.mp4`, ..."""
+    suffix = "" if (options.format or "mp4") == "png" else f".{options.format or 'mp4'}"
+    jobs = [(prompt, options.seed + j) for prompt in options.prompts for j in range(options.num_videos)]
+    digits = max(3, len(str(len(jobs) - 1)))
+    return [(prompt, seed, f"{k:0{digits}d}-{slug(prompt)}-s{seed}{suffix}")
+            for k, (prompt, seed) in enumerate(jobs)]
+
+
+def single_command(options: GenerateOptions, prompt: str, seed: int, output: str) -> str:
+    """The `latte generate` command that makes one video of this run alone."""
+    argv = ["latte", "generate", prompt, "--seed", str(seed), "-o", output]
+    flags = {"--model": options.model, "--steps": options.steps, "--guidance": options.guidance,
+             "--frames": options.frames, "--height": options.height, "--width": options.width,
+             "--negative-prompt": options.negative_prompt or None, "--scheduler": options.scheduler,
+             "--dtype": None if options.dtype == "fp32" else options.dtype, "--device": options.device,
+             "--fps": options.fps, "--teacache": options.teacache or None}
+    for flag, value in flags.items():
+        if value is not None:
+            argv += [flag, str(value)]
+    return shlex.join(argv)
 
 
 def resolve_model(model: Path | None) -> Path:
@@ -83,19 +212,20 @@ def resolve_model(model: Path | None) -> Path:
     return default
 
 
-def generate(options: GenerateOptions) -> Path:
-    """Load the model, generate one video, write it; returns the written path."""
+def generate(options: GenerateOptions) -> list[tuple[Path, str]]:
+    """Load the model, generate the videos, write them; returns (path, command making it alone) per video."""
     import torch
     import transformers
 
+    from latte.cli.arguments import check_device
     from latte.models.io import read_json
+    from latte.outputs import write_folder
     from latte.pipelines import LattePipeline
-    from latte.pipelines.export import check_output_path, export_video
+    from latte.pipelines.export import export_video
     from latte.pipelines.text_to_video import make_scheduler
 
-    check_output_path(options.output)  # before minutes of work, not after
-    if options.teacache < 0:
-        raise ValueError(f"--teacache must be >= 0 (0 = off), got {options.teacache}")
+    check_options(options)  # before minutes of work, not after
+    check_outputs(options)
     model = resolve_model(options.model)
     folder_defaults = read_json(model / "model_index.json").get(FOLDER_DEFAULTS_KEY, {})
     chosen = {name: getattr(options, name) if getattr(options, name) is not None
@@ -103,9 +233,7 @@ def generate(options: GenerateOptions) -> Path:
               for name in ("steps", "guidance", "fps", "frames", "height", "width")}
 
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[options.dtype]
-    device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA device is available here; use --device cpu")
+    device = check_device(options.device)
     start = time.perf_counter()
     transformers.utils.logging.disable_progress_bar()  # per-tensor "Loading weights" bars: noise here
     pipe = LattePipeline.from_pretrained(model, torch_dtype=dtype).to(device)
@@ -118,19 +246,41 @@ def generate(options: GenerateOptions) -> Path:
     frames = pipe.transformer.config.video_length if chosen["frames"] is None else chosen["frames"]
     logger.info("%s: %d frames, %d steps of %s, guidance %s, seed %d", model, frames, chosen["steps"],
                 type(pipe.scheduler).__name__, chosen["guidance"], options.seed)
-    video = pipe(
-        options.prompt, negative_prompt=options.negative_prompt, num_inference_steps=chosen["steps"],
-        guidance_scale=chosen["guidance"], video_length=frames, height=chosen["height"],
-        width=chosen["width"], generator=torch.Generator(device).manual_seed(options.seed), output_type="np",
-    ).frames[0]  # (F, H, W, 3) in [0, 1]
-    path = export_video(video, options.output, fps=chosen["fps"])
+    names = video_names(options)
+
+    def videos():
+        """(F, H, W, 3) arrays in [0, 1], in the order of `names`, `batch_size` videos per pipeline call."""
+        for first in range(0, len(names), options.batch_size):
+            batch = names[first:first + options.batch_size]
+            yield from pipe(
+                [prompt for prompt, _, _ in batch], negative_prompt=options.negative_prompt,
+                num_inference_steps=chosen["steps"], guidance_scale=chosen["guidance"], video_length=frames,
+                height=chosen["height"], width=chosen["width"], output_type="np",
+                generator=[torch.Generator(device).manual_seed(seed) for _, seed, _ in batch],  # one per video
+            ).frames
+
+    if len(names) == 1:
+        (prompt, seed, _), (video,) = names[0], videos()
+        path = export_video(video, options.output, fps=chosen["fps"], overwrite=options.overwrite)
+        written = [(path, single_command(options, prompt, seed, str(path)))]
+    else:
+
+        def fill(folder: Path) -> None:
+            for k, ((_, _, name), video) in enumerate(zip(names, videos())):
+                export_video(video, folder / name, fps=chosen["fps"])
+                logger.info("%d of %d: %s", k + 1, len(names), name)
+
+        folder = write_folder(options.output, fill, options.overwrite)
+        written = [(folder / name, single_command(options, prompt, seed, name)) for prompt, seed, name in names]
     if options.teacache:
         logger.info("TeaCache: %d transformer steps computed, %d reused", pipe.transformer.computed,
                     pipe.transformer.skipped)
     logger.info("done in %.1f s", time.perf_counter() - start)
-    return path
+    return written
 
 
 def run_generate(options: GenerateOptions) -> int:
-    print(f"wrote {generate(options)}")
+    written = generate(options)
+    for path, command in written:
+        print(f"wrote {path}" if len(written) == 1 else f"wrote {path}  (alone: {command})")
     return 0

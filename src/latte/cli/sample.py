@@ -13,7 +13,7 @@ FORMATS = ("mp4", "gif", "png")
 @dataclass
 class SampleOptions:
     model: Path  # LatteClassPipeline folder, or an original checkpoint (.pt) with `vae`
-    output: Path
+    output: str | Path  # a folder
     vae: Path | None = None
     class_labels: list[int] | None = None
     num_videos: int = 1  # per label; in total for an unconditional model
@@ -26,6 +26,7 @@ class SampleOptions:
     device: str | None = None
     dtype: str = "fp32"
     num_heads: int | None = None
+    overwrite: bool = False  # replace an output folder that holds files latte did not write
 
 
 def register(subparsers) -> None:
@@ -56,7 +57,10 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", choices=DTYPES, default="fp32", help="model dtype (default fp32)")
     p.add_argument("--num-heads", type=int, default=None,
                    help="attention heads of a .pt whose width is not a paper size")
-    p.add_argument("-o", "--output", type=Path, required=True, help="folder for the videos")
+    p.add_argument("-o", "--output", required=True,  # a str: "" (an unset variable) is refused, not read as "."
+                   help="folder for the videos (new, or one latte wrote; replaced as a whole)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output folder even if it holds files latte did not write")
     p.set_defaults(run=lambda args: run_sample(SampleOptions(**{
         k: v for k, v in vars(args).items() if k in SampleOptions.__dataclass_fields__})))
 
@@ -80,15 +84,37 @@ def load_pipeline(model: Path, vae: Path | None = None, num_heads: int | None = 
     return LatteClassPipeline.from_original(model, vae=vae, num_heads=num_heads, torch_dtype=torch_dtype)
 
 
+def check_options(options: SampleOptions) -> None:
+    """Everything that can be checked before the model is loaded: numbers, device, the output folder."""
+    from latte.cli.arguments import check_at_least, check_device, check_finite, check_seed
+    from latte.outputs import check_folder_target
+    from latte.pipelines.export import check_fps
+
+    for flag, value in (("--num-videos", options.num_videos), ("--steps", options.steps),
+                        ("--num-heads", options.num_heads)):
+        check_at_least(flag, value, 1)
+    for label in options.class_labels or ():
+        check_at_least("--class-label", label, 0)
+    check_finite("--guidance", options.guidance)
+    check_fps(options.fps)
+    check_seed(options.seed)
+    check_device(options.device)
+    check_folder_target(options.output, options.overwrite)
+
+
 def sample(options: SampleOptions) -> list[Path]:
-    """Generate and write the videos; returns their paths."""
+    """Generate the videos and write them as one new folder (`latte.outputs.write_folder`); returns their
+    paths."""
     import torch
 
+    from latte.cli.arguments import check_device
+    from latte.outputs import write_folder
     from latte.pipelines.export import export_video
     from latte.pipelines.text_to_video import make_scheduler
 
+    check_options(options)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[options.dtype]
-    device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = check_device(options.device)
     pipe = load_pipeline(options.model, options.vae, options.num_heads, dtype).to(device)
     if options.scheduler:
         pipe.scheduler = make_scheduler(options.scheduler, pipe.scheduler.config)
@@ -99,12 +125,17 @@ def sample(options: SampleOptions) -> list[Path]:
                   output_type="np").frames  # (B, F, H, W, 3) in [0, 1]
     labels = options.class_labels or [None]
     suffix = "" if options.format == "png" else f".{options.format}"
-    paths = []
-    for i, video in enumerate(videos):
+    names = []
+    for i in range(len(videos)):
         label, k = labels[i // options.num_videos], i % options.num_videos
-        name = f"video_{k:03d}" if label is None else f"class{label:03d}_{k:03d}"
-        paths.append(export_video(video, options.output / f"{name}{suffix}", fps=options.fps))
-    return paths
+        names.append(f"video_{k:03d}{suffix}" if label is None else f"class{label:03d}_{k:03d}{suffix}")
+
+    def fill(folder: Path) -> None:
+        for name, video in zip(names, videos):
+            export_video(video, folder / name, fps=options.fps)
+
+    folder = write_folder(options.output, fill, options.overwrite)
+    return [folder / name for name in names]
 
 
 def run_sample(options: SampleOptions) -> int:
