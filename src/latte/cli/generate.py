@@ -8,9 +8,6 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 DTYPES = ("fp32", "fp16", "bf16")
-# Optional per-folder defaults for this command, in model_index.json (diffusers ignores `_` keys), e.g.
-# "_generate_defaults": {"steps": 25, "guidance": 4.0, "fps": 8}. Flags on the command line win.
-FOLDER_DEFAULTS_KEY = "_generate_defaults"
 
 
 @dataclass
@@ -30,9 +27,9 @@ class GenerateOptions:
     device: str | None = None  # None: cuda if available, else cpu
     fps: float | None = None  # None: the folder's default, else 8
     teacache: float = 0.0  # TeaCache threshold (approximate step skipping); 0 = off, every step computed
-
-
-BUILTIN_DEFAULTS = {"steps": 50, "guidance": 7.5, "fps": 8.0}
+    max_frames: int | None = None  # None: the pipeline's limit (latte.pipelines.limits.GenerationLimits)
+    max_size: int | None = None
+    no_memory_check: bool = False
 
 
 def register(subparsers) -> None:
@@ -63,6 +60,12 @@ def register(subparsers) -> None:
     p.add_argument("--teacache", type=float, default=0.0, metavar="THRESHOLD",
                    help="skip transformer steps while its input barely changes (TeaCache; approximate, "
                    "0.1 skips about a third of 50 steps); default 0 = off")
+    p.add_argument("--max-frames", type=int, default=None,
+                   help="refuse more frames than this (default: the pipeline's limit, 1024)")
+    p.add_argument("--max-size", type=int, default=None,
+                   help="refuse a height or width above this (default: the pipeline's limit, 8192)")
+    p.add_argument("--no-memory-check", action="store_true",
+                   help="run even when the estimated memory exceeds what the device has free")
     p.set_defaults(run=lambda args: run_generate(GenerateOptions(**{
         f.name: getattr(args, f.name) for f in fields(GenerateOptions)})))
 
@@ -88,8 +91,8 @@ def generate(options: GenerateOptions) -> Path:
     import torch
     import transformers
 
-    from latte.models.io import read_json
     from latte.pipelines import LattePipeline
+    from latte.pipelines.defaults import BUILTIN_DEFAULTS
     from latte.pipelines.export import check_output_path, export_video
     from latte.pipelines.text_to_video import make_scheduler
 
@@ -97,10 +100,6 @@ def generate(options: GenerateOptions) -> Path:
     if options.teacache < 0:
         raise ValueError(f"--teacache must be >= 0 (0 = off), got {options.teacache}")
     model = resolve_model(options.model)
-    folder_defaults = read_json(model / "model_index.json").get(FOLDER_DEFAULTS_KEY, {})
-    chosen = {name: getattr(options, name) if getattr(options, name) is not None
-              else folder_defaults.get(name, BUILTIN_DEFAULTS.get(name))
-              for name in ("steps", "guidance", "fps", "frames", "height", "width")}
 
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[options.dtype]
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -115,15 +114,23 @@ def generate(options: GenerateOptions) -> Path:
         from latte.acceleration.cache import TeaCache
 
         pipe.transformer = TeaCache(pipe.transformer, threshold=options.teacache)
-    frames = pipe.transformer.config.video_length if chosen["frames"] is None else chosen["frames"]
-    logger.info("%s: %d frames, %d steps of %s, guidance %s, seed %d", model, frames, chosen["steps"],
+    for name, value in (("max_frames", options.max_frames), ("max_size", options.max_size)):
+        if value is not None:
+            setattr(pipe.limits, name, value)
+    if options.no_memory_check:
+        pipe.limits.max_memory_fraction = None
+    # Flags left unset take the model folder's defaults (pipe.generate_defaults), else diffusers'.
+    chosen = pipe.generation_settings(options.steps, options.guidance, options.frames, options.height,
+                                      options.width)
+    logger.info("%s: %d frames, %d steps of %s, guidance %s, seed %d", model, chosen["frames"], chosen["steps"],
                 type(pipe.scheduler).__name__, chosen["guidance"], options.seed)
     video = pipe(
-        options.prompt, negative_prompt=options.negative_prompt, num_inference_steps=chosen["steps"],
-        guidance_scale=chosen["guidance"], video_length=frames, height=chosen["height"],
-        width=chosen["width"], generator=torch.Generator(device).manual_seed(options.seed), output_type="np",
+        options.prompt, negative_prompt=options.negative_prompt, num_inference_steps=options.steps,
+        guidance_scale=options.guidance, video_length=options.frames, height=options.height,
+        width=options.width, generator=torch.Generator(device).manual_seed(options.seed), output_type="np",
     ).frames[0]  # (F, H, W, 3) in [0, 1]
-    path = export_video(video, options.output, fps=chosen["fps"])
+    fps = options.fps if options.fps is not None else pipe.generate_defaults.get("fps", BUILTIN_DEFAULTS["fps"])
+    path = export_video(video, options.output, fps=fps)
     if options.teacache:
         logger.info("TeaCache: %d transformer steps computed, %d reused", pipe.transformer.computed,
                     pipe.transformer.skipped)
