@@ -3,9 +3,10 @@
 Sequential offload keeps every weight on the CPU and copies a model's parts to the execution device only while
 they run: each *block* (an element of a `ModuleList`: transformer blocks, T5 layers, VAE up/down blocks) for
 the length of its `forward`, and the rest of a model (embeddings, norms, projections: small) while that model
-is active. Between uses the modules hold `meta` placeholders, as with accelerate's offload, so a weight used
-outside its block fails loudly instead of silently running on the wrong device. The CPU tensors are the
-originals, never copies: the outputs are exactly those without offload on the same device.
+is active. Between uses the modules hold `meta` placeholders (no values), as with accelerate's offload, so a
+weight used while not loaded gives wrong or failing results, never silently right ones: an exact comparison
+with the no-offload frames (the tests) covers every weight. The CPU tensors are the originals, never copies:
+the outputs are exactly those without offload on the same device.
 """
 
 import contextlib
