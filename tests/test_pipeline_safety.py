@@ -197,3 +197,27 @@ def test_beyond_training_is_said_once(pipe, caplog):
     (message,) = [r.getMessage() for r in caplog.records]
     assert message == ("17 frames of 80 x 16 is beyond what this model was trained on (16 frames of 64 x 64): "
                        "expect degraded videos")
+
+
+# ---------------------------------------------------------------------- the class-conditional pipeline
+
+
+def test_class_pipeline_shares_the_checks():
+    from test_class_pipeline import tiny_pipeline
+
+    pipe = tiny_pipeline()
+    run = {"video_length": 1, "height": 16, "width": 16, "output_type": "pt"}
+    for kwargs, message in [
+        ({"num_inference_steps": 1001}, "num_inference_steps must be an integer in 1..1000"),
+        ({"timesteps": [0, 999]}, "strictly descending integers in 0..999"),
+        ({"guidance_scale": float("nan")}, "guidance_scale must be a finite number"),
+        ({"video_length": 0}, r"video_length \(frames\) must be an integer >= 1, got 0"),
+        ({"height": 0}, "height must be a positive multiple of 16"),
+        ({"video_length": 2000}, "video_length=2000 frames is above the limit of 1024"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            pipe(0, num_inference_steps=kwargs.pop("num_inference_steps", 2), **{**run, **kwargs})
+    decodes = count_decodes(pipe)
+    with pytest.raises(NonFiniteLatentsError, match="by step 10 of 12; nothing was decoded"):
+        pipe(0, num_inference_steps=12, guidance_scale=1e30, **run)
+    assert decodes == []
