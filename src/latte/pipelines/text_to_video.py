@@ -107,19 +107,6 @@ def uses_learned_variance(scheduler) -> bool:
     )
 
 
-def unrepresented_words(tokenizer, prompts: list[str]) -> list[str]:
-    """Words of `prompts` (as the model sees them) that the tokenizer has no pieces for: split into unknown
-    pieces, or into single characters (a word the vocabulary never saw, e.g. "cat" for a shapes-only model)."""
-    words = dict.fromkeys(word for prompt in prompts for word in preprocess_prompt(prompt).split())
-    found = []
-    for word in words:
-        pieces = tokenizer.tokenize(word)
-        letters = [piece.lstrip("\u2581") for piece in pieces]
-        if tokenizer.unk_token in pieces or (len(word) > 1 and all(len(piece) <= 1 for piece in letters)):
-            found.append(word)
-    return found
-
-
 def _unwrap(module):
     """The module inside a `torch.compile` wrapper (what gets saved and moved)."""
     return getattr(module, "_orig_mod", module)
@@ -834,3 +821,16 @@ class LattePipeline:
         from PIL import Image
 
         return [[Image.fromarray(f) for f in (v * 255).round().astype("uint8")] for v in array]
+
+
+def unrepresented_words(tokenizer, prompts: list[str]) -> list[str]:
+    """Words of `prompts` (as the model sees them) that the tokenizer has no pieces for: split into unknown
+    pieces, or into single characters (a word the vocabulary never saw, e.g. "cat" for a shapes-only model)."""
+    words = dict.fromkeys(word for prompt in prompts for word in preprocess_prompt(prompt).split())
+    found = []
+    for word in words:
+        pieces = tokenizer.tokenize(word)
+        letters = [piece.lstrip("\u2581") for piece in pieces]
+        if tokenizer.unk_token in pieces or (len(word) > 1 and all(len(piece) <= 1 for piece in letters)):
+            found.append(word)
+    return found
