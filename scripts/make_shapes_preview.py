@@ -22,8 +22,7 @@ PROMPTS = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    from latte.cli.generate import BUILTIN_DEFAULTS, FOLDER_DEFAULTS_KEY, resolve_model
-    from latte.models.io import read_json
+    from latte.cli.generate import resolve_model
     from latte.pipelines import LattePipeline
     from latte.pipelines.export import export_video
 
@@ -33,17 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     folder = resolve_model(args.model)
-    defaults = {**BUILTIN_DEFAULTS, **read_json(folder / "model_index.json").get(FOLDER_DEFAULTS_KEY, {})}
     pipe = LattePipeline.from_pretrained(folder)
     generators = [torch.Generator().manual_seed(args.seed) for _ in PROMPTS]
-    videos = pipe(
-        list(PROMPTS), num_inference_steps=int(defaults["steps"]), guidance_scale=defaults["guidance"],
-        height=None, width=None, generator=generators, output_type="pt",
-    ).frames  # (B, F, 3, H, W)
+    videos = pipe(list(PROMPTS), generator=generators, output_type="pt").frames  # (B, F, 3, H, W): folder defaults
     videos = torch.nn.functional.pad(videos, (2, 2, 2, 2), value=1.0)  # white frame between videos
     strip = torch.cat(list(videos), dim=-1)  # (F, 3, H + 4, B * (W + 4))
     strip = strip.repeat_interleave(2, dim=-1).repeat_interleave(2, dim=-2)
-    print(f"wrote {export_video(strip, args.output, fps=float(defaults['fps']))}")
+    print(f"wrote {export_video(strip, args.output, fps=pipe.generate_defaults.get('fps', 8))}")
     for i, prompt in enumerate(PROMPTS, 1):
         print(f"{i}. {prompt}")
     return 0

@@ -228,7 +228,8 @@ def test_load_folder_and_dtype(folder):
         ({"video_length": 0}, "video_length .frames. must be an integer >= 1, got 0"),
         ({"prompt": 5}, "prompt must be a string or a non-empty list of strings, got int"),
         ({"prompt": ["ok", None]}, "prompt must be a string or a non-empty list of strings"),
-        ({"num_inference_steps": 0}, "num_inference_steps must be an integer >= 1, got 0"),
+        ({"num_inference_steps": 0}, r"num_inference_steps must be an integer in 1..1000 \(the DDIMScheduler.s "
+                                     r"num_train_timesteps\), got 0"),
         ({"output_type": "gif"}, "output_type must be one of .'pil', 'np', 'pt', 'latent'., got 'gif'"),
         ({"latents": torch.randn(1, 4, 2, 8, 8)}, r"latents must have shape \(1, 4, 2, 4, 4\)"),
         ({"negative_prompt": ["a", "b"]}, "got 2 negative prompts for 1 prompts"),

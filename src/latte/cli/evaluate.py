@@ -47,14 +47,14 @@ def check_adherence_args(args: argparse.Namespace) -> None:
 
 
 def run_adherence(args: argparse.Namespace) -> int:
-    from latte.cli.generate import BUILTIN_DEFAULTS, FOLDER_DEFAULTS_KEY, resolve_model
+    from latte.cli.generate import resolve_model
     from latte.evaluation.adherence import (
         evaluate_adherence,
         format_table,
         ground_truth_check,
         prompt_set,
     )
-    from latte.models.io import read_json, write_json
+    from latte.models.io import write_json
 
     check_adherence_args(args)
     if args.ground_truth:
@@ -64,11 +64,10 @@ def run_adherence(args: argparse.Namespace) -> int:
         from latte.pipelines import LattePipeline
 
         folder = resolve_model(args.model)
-        # The same sampling settings as `latte generate` with this model.
-        defaults = {**BUILTIN_DEFAULTS, **read_json(folder / "model_index.json").get(FOLDER_DEFAULTS_KEY, {})}
-        steps = args.steps if args.steps is not None else int(defaults["steps"])
-        guidance = args.guidance if args.guidance is not None else float(defaults["guidance"])
         pipe = LattePipeline.from_pretrained(folder)
+        # The same sampling settings as `latte generate` with this model: its folder's defaults.
+        settings = pipe.generation_settings(args.steps, args.guidance)
+        steps, guidance = settings["steps"], settings["guidance"]
         pipe.set_progress_bar_config(disable=True)
         cases = prompt_set(args.num_seen)
         result = evaluate_adherence(

@@ -16,9 +16,6 @@ logger = logging.getLogger(__name__)
 
 DTYPES = ("fp32", "fp16", "bf16")
 FORMATS = ("mp4", "gif", "png")
-# Optional per-folder defaults for this command, in model_index.json (diffusers ignores `_` keys), e.g.
-# "_generate_defaults": {"steps": 25, "guidance": 4.0, "fps": 8}. Flags on the command line win.
-FOLDER_DEFAULTS_KEY = "_generate_defaults"
 
 
 @dataclass
@@ -43,8 +40,9 @@ class GenerateOptions:
     format: str | None = None  # mp4, gif or png; None: -o's suffix for one video, else mp4
     overwrite: bool = False  # replace an output folder that holds files latte did not write
 
-
-BUILTIN_DEFAULTS = {"steps": 50, "guidance": 7.5, "fps": 8.0}
+    max_frames: int | None = None  # None: the pipeline's limit (latte.pipelines.limits.GenerationLimits)
+    max_size: int | None = None
+    no_memory_check: bool = False
 
 
 def register(subparsers) -> None:
@@ -87,6 +85,12 @@ def register(subparsers) -> None:
     p.add_argument("--teacache", type=float, default=0.0, metavar="THRESHOLD",
                    help="skip transformer steps while its input barely changes (TeaCache; approximate, "
                    "0.1 skips about a third of 50 steps); default 0 = off")
+    p.add_argument("--max-frames", type=int, default=None,
+                   help="refuse more frames than this (default: the pipeline's limit, 1024)")
+    p.add_argument("--max-size", type=int, default=None,
+                   help="refuse a height or width above this (default: the pipeline's limit, 8192)")
+    p.add_argument("--no-memory-check", action="store_true",
+                   help="run even when the estimated memory exceeds what the device has free")
     p.set_defaults(run=lambda args: run_generate(options_from_args(args)))
 
 
@@ -127,7 +131,8 @@ def check_options(options: GenerateOptions) -> None:
             raise ValueError("a prompt is empty (an unset shell variable?); give the text the video shows")
     for flag, value in (("--steps", options.steps), ("--frames", options.frames), ("--height", options.height),
                         ("--width", options.width), ("--num-videos", options.num_videos),
-                        ("--batch-size", options.batch_size)):
+                        ("--batch-size", options.batch_size), ("--max-frames", options.max_frames),
+                        ("--max-size", options.max_size)):
         check_at_least(flag, value, 1)
     check_finite("--guidance", options.guidance)
     check_finite("--teacache", options.teacache)
@@ -218,19 +223,15 @@ def generate(options: GenerateOptions) -> list[tuple[Path, str]]:
     import transformers
 
     from latte.cli.arguments import check_device
-    from latte.models.io import read_json
     from latte.outputs import write_folder
     from latte.pipelines import LattePipeline
+    from latte.pipelines.defaults import BUILTIN_DEFAULTS
     from latte.pipelines.export import export_video
     from latte.pipelines.text_to_video import make_scheduler
 
     check_options(options)  # before minutes of work, not after
     check_outputs(options)
     model = resolve_model(options.model)
-    folder_defaults = read_json(model / "model_index.json").get(FOLDER_DEFAULTS_KEY, {})
-    chosen = {name: getattr(options, name) if getattr(options, name) is not None
-              else folder_defaults.get(name, BUILTIN_DEFAULTS.get(name))
-              for name in ("steps", "guidance", "fps", "frames", "height", "width")}
 
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[options.dtype]
     device = check_device(options.device)
@@ -243,9 +244,17 @@ def generate(options: GenerateOptions) -> list[tuple[Path, str]]:
         from latte.acceleration.cache import TeaCache
 
         pipe.transformer = TeaCache(pipe.transformer, threshold=options.teacache)
-    frames = pipe.transformer.config.video_length if chosen["frames"] is None else chosen["frames"]
-    logger.info("%s: %d frames, %d steps of %s, guidance %s, seed %d", model, frames, chosen["steps"],
+    for name, value in (("max_frames", options.max_frames), ("max_size", options.max_size)):
+        if value is not None:
+            setattr(pipe.limits, name, value)
+    if options.no_memory_check:
+        pipe.limits.max_memory_fraction = None
+    # Flags left unset take the model folder's defaults (pipe.generate_defaults), else diffusers'.
+    chosen = pipe.generation_settings(options.steps, options.guidance, options.frames, options.height,
+                                      options.width)
+    logger.info("%s: %d frames, %d steps of %s, guidance %s, seed %d", model, chosen["frames"], chosen["steps"],
                 type(pipe.scheduler).__name__, chosen["guidance"], options.seed)
+    fps = options.fps if options.fps is not None else pipe.generate_defaults.get("fps", BUILTIN_DEFAULTS["fps"])
     names = video_names(options)
 
     def videos():
@@ -254,20 +263,20 @@ def generate(options: GenerateOptions) -> list[tuple[Path, str]]:
             batch = names[first:first + options.batch_size]
             yield from pipe(
                 [prompt for prompt, _, _ in batch], negative_prompt=options.negative_prompt,
-                num_inference_steps=chosen["steps"], guidance_scale=chosen["guidance"], video_length=frames,
+                num_inference_steps=chosen["steps"], guidance_scale=chosen["guidance"], video_length=chosen["frames"],
                 height=chosen["height"], width=chosen["width"], output_type="np",
                 generator=[torch.Generator(device).manual_seed(seed) for _, seed, _ in batch],  # one per video
             ).frames
 
     if len(names) == 1:
         (prompt, seed, _), (video,) = names[0], videos()
-        path = export_video(video, options.output, fps=chosen["fps"], overwrite=options.overwrite)
+        path = export_video(video, options.output, fps=fps, overwrite=options.overwrite)
         written = [(path, single_command(options, prompt, seed, str(path)))]
     else:
 
         def fill(folder: Path) -> None:
             for k, ((_, _, name), video) in enumerate(zip(names, videos())):
-                export_video(video, folder / name, fps=chosen["fps"])
+                export_video(video, folder / name, fps=fps)
                 logger.info("%d of %d: %s", k + 1, len(names), name)
 
         folder = write_folder(options.output, fill, options.overwrite)

@@ -24,6 +24,15 @@ from latte.models.io import read_json, write_json
 from latte.models.latte import CLASS_NAME, Latte
 from latte.models.vae import decode_latents, load_vae, vae_scale_factor
 from latte.outputs import write_folder
+from latte.pipelines.limits import (
+    FINITE_CHECK_EVERY,
+    GenerationLimits,
+    check_finite,
+    check_guidance,
+    check_timesteps,
+    check_work_size,
+    estimate_memory,
+)
 from latte.pipelines.text_to_video import (
     LEARNED_VARIANCE_SCHEDULERS,
     OUTPUT_TYPES,
@@ -83,6 +92,7 @@ class LatteClassPipeline:
         self.transformer = transformer
         self.scheduler = scheduler
         self._progress_bar_config: dict = {}
+        self.limits = GenerationLimits()  # ceilings checked before any work (latte.pipelines.limits)
 
     # ------------------------------------------------------------------ components
     @property
@@ -174,6 +184,7 @@ class LatteClassPipeline:
 
     def _set_timesteps(self, num_inference_steps: int, timesteps: list[int] | None, device) -> None:
         scheduler = self.scheduler
+        check_timesteps(scheduler, num_inference_steps, timesteps)
         if timesteps is None and type(scheduler).__name__ in LEARNED_VARIANCE_SCHEDULERS:
             # DDPM runs the paper's respaced chain; diffusers' own 250-step grid (996, ..., 0) is another set.
             timesteps = respaced_timesteps(scheduler.config.num_train_timesteps, num_inference_steps)
@@ -209,9 +220,10 @@ class LatteClassPipeline:
         Args:
             class_labels: one label or a list (class-conditional models); None for unconditional models.
             num_videos_per_label: videos per label (default 1); for an unconditional model, the video count.
-            num_inference_steps: denoising steps (default 250, the paper's). DDPM schedulers run IDDPM's
-                respaced chain; others their own spacing.
-            timesteps: custom descending timesteps instead (schedulers that support it).
+            num_inference_steps: denoising steps, 1..num_train_timesteps (default 250, the paper's). DDPM
+                schedulers run IDDPM's respaced chain; others their own spacing.
+            timesteps: custom strictly descending timesteps in 0..num_train_timesteps-1 instead (schedulers
+                that support it).
             guidance_scale: classifier-free guidance on the epsilon channels; default 7.0 (the UCF101 setting)
                 for class-conditional models with a null class, 1.0 (off) otherwise.
             video_length, height, width: frames and pixel size (default: the model's trained size).
@@ -224,30 +236,46 @@ class LatteClassPipeline:
             callback_on_step_end: `fn(pipe, step_index, timestep, {"latents": latents}) -> dict` after every
                 step; a returned "latents" replaces the pipeline's.
             decode_chunk_size: frames per VAE decode call (default 14; None = all at once); memory only.
+
+        As in `LattePipeline`: the arguments, the scheduler's step limits and the work size (`pipe.limits`)
+        are checked before any work, and latents that turn NaN or infinite stop the run with
+        `NonFiniteLatentsError` before anything is decoded.
         """
         # 1. Check inputs
         transformer, config = self.transformer, self.transformer.config
         labels = self._labels(class_labels, num_videos_per_label)
         if guidance_scale is None:
             guidance_scale = PAPER_GUIDANCE if config.has_null_class else 1.0
+        guidance_scale = check_guidance(guidance_scale)
         do_cfg = guidance_scale > 1.0
         if do_cfg and not config.has_null_class:
             raise ValueError(f"guidance_scale={guidance_scale} needs a class-conditional model trained with "
                              "label dropout (a null class); use guidance_scale=1")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {list(OUTPUT_TYPES)}, got {output_type!r}")
-        if timesteps is None and (not isinstance(num_inference_steps, int) or num_inference_steps < 1):
-            raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
+        check_timesteps(self.scheduler, num_inference_steps, timesteps)
         s = self.vae_scale_factor
-        video_length = video_length or config.num_frames
-        height, width = height or config.input_size * s, width or config.input_size * s
+        video_length = config.num_frames if video_length is None else video_length
+        height = config.input_size * s if height is None else height
+        width = config.input_size * s if width is None else width
+        if isinstance(video_length, bool) or not isinstance(video_length, int) or video_length < 1:
+            raise ValueError(f"video_length (frames) must be an integer >= 1, got {video_length!r}")
         step = s * config.patch_size
         for name, value in (("height", height), ("width", width)):
-            if not isinstance(value, int) or value < step or value % step:
+            if isinstance(value, bool) or not isinstance(value, int) or value < step or value % step:
                 raise ValueError(f"{name} must be a positive multiple of {step} (VAE factor {s} x patch size "
                                  f"{config.patch_size}), got {value!r}")
+        if latents is not None and not bool(torch.isfinite(latents).all()):
+            raise ValueError("latents contain NaN or infinite values")
         batch = num_videos_per_label if labels is None else len(labels)
         device = self.device
+        phases = estimate_memory(
+            videos=batch, model_batch=batch * (2 if do_cfg else 1), frames=video_length, height=height,
+            width=width, scale=s, patch=config.patch_size, latent_channels=config.in_channels,
+            model_width=config.hidden_size, model_bytes=self.dtype.itemsize, vae=self.vae,
+            decode_chunk=decode_chunk_size, decoded=output_type != "latent",
+        )
+        check_work_size(self.limits, video_length, height, width, phases, device)
 
         # 2. Timesteps and starting noise
         self._set_timesteps(num_inference_steps, timesteps, device)
@@ -279,7 +307,10 @@ class LatteClassPipeline:
                 if callback_on_step_end is not None:
                     latents = (callback_on_step_end(self, i, t, {"latents": latents}) or {}).get("latents",
                                                                                                  latents)
+                if (i + 1) % FINITE_CHECK_EVERY == 0:
+                    check_finite(latents, i + 1, len(timesteps), lambda: self._explain_non_finite(guidance_scale))
                 bar.update()
+        check_finite(latents, len(timesteps), len(timesteps), lambda: self._explain_non_finite(guidance_scale))
 
         # 4. Decode
         if output_type == "latent":
@@ -288,3 +319,14 @@ class LatteClassPipeline:
             frames = self.postprocess(decode_latents(self.vae, latents, chunk_size=decode_chunk_size),
                                       output_type)
         return LattePipelineOutput(frames=frames) if return_dict else (frames,)
+
+    def _explain_non_finite(self, guidance_scale: float) -> str:
+        """The likely cause of non-finite latents, for the error message."""
+        for name, param in self.transformer.named_parameters():
+            if not bool(torch.isfinite(param).all()):
+                return f"The transformer's weight {name} holds NaN or infinite values: reload or re-export it."
+        scheduler = self.scheduler
+        return (
+            f"Likely causes: the scheduler ({type(scheduler).__name__} with {len(scheduler.timesteps)} steps: try "
+            f"fewer steps or another scheduler), the guidance scale ({guidance_scale:g}), or a callback's latents."
+        )

@@ -15,6 +15,7 @@ to alone.
 Letters in shape comments: B videos, F frames, C latent channels, L text tokens, Ct text width.
 """
 
+import contextlib
 import inspect
 import logging
 import os
@@ -34,9 +35,21 @@ from latte.models.text_encoder import (
     encode_text,
     load_text_encoder,
     load_tokenizer,
+    preprocess_prompt,
 )
 from latte.models.vae import decode_latents, load_vae, vae_scale_factor
 from latte.outputs import write_folder
+from latte.pipelines.defaults import BUILTIN_DEFAULTS, FOLDER_DEFAULTS_KEY, check_generate_defaults
+from latte.pipelines.limits import (
+    FINITE_CHECK_EVERY,
+    GenerationLimits,
+    check_finite,
+    check_guidance,
+    check_timesteps,
+    check_work_size,
+    estimate_memory,
+)
+from latte.pipelines.offload import SequentialOffload, check_execution_device
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +142,10 @@ class LattePipeline:
         self.transformer = transformer
         self.scheduler = scheduler
         self._progress_bar_config: dict = {}
+        self._generate_defaults: dict = {}
+        self.limits = GenerationLimits()  # ceilings checked before any work (latte.pipelines.limits)
         self._offload_device: torch.device | None = None
+        self._sequential: SequentialOffload | None = None
         self._negative_cache: dict = {}  # (encoder id, text, length, device) -> (1, L, Ct) negative embedding
         self._interrupt = False
         self._num_timesteps = 0
@@ -176,6 +192,31 @@ class LattePipeline:
         return self._offload_device or _unwrap(self.transformer).device
 
     @property
+    def generate_defaults(self) -> dict:
+        """The model folder's own settings for the arguments a call leaves at None (`model_index.json`'s
+        `_generate_defaults`: steps, guidance, frames, height, width, fps; see `latte.pipelines.defaults`).
+        Assignable (checked); `save_pretrained` writes them back."""
+        return self._generate_defaults
+
+    @generate_defaults.setter
+    def generate_defaults(self, defaults: dict) -> None:
+        self._generate_defaults = check_generate_defaults(defaults, "generate_defaults")
+
+    def generation_settings(
+        self, num_inference_steps=None, guidance_scale=None, video_length=None, height=None, width=None
+    ) -> dict:
+        """The values a call uses: each argument given, else the folder's default (`generate_defaults`),
+        else diffusers' (50 steps, guidance 7.5) or the transformer's trained frames and size (16 frames of
+        512 x 512 for Latte-1). Keys: steps, guidance, frames, height, width."""
+        config = _unwrap(self.transformer).config
+        size = config.sample_size * self.vae_scale_factor
+        fallback = {**BUILTIN_DEFAULTS, "frames": config.video_length, "height": size, "width": size}
+        given = {"steps": num_inference_steps, "guidance": guidance_scale, "frames": video_length,
+                 "height": height, "width": width}
+        return {key: value if value is not None else self._generate_defaults.get(key, fallback[key])
+                for key, value in given.items()}
+
+    @property
     def num_timesteps(self) -> int:
         return self._num_timesteps
 
@@ -186,6 +227,7 @@ class LattePipeline:
     def to(self, *args, **kwargs) -> "LattePipeline":
         """Move/cast the torch components like `nn.Module.to`: `pipe.to("cuda")`, `pipe.to(torch.float16)`,
         `pipe.to(device=..., dtype=...)`. Turns CPU offload off."""
+        self._remove_sequential_offload()
         for name in TORCH_COMPONENTS:
             getattr(self, name).to(*args, **kwargs)
         self._offload_device = None
@@ -194,17 +236,36 @@ class LattePipeline:
 
     def enable_model_cpu_offload(self, device: str | torch.device = "cuda") -> None:
         """Keep every model on the CPU and move each to `device` only while it runs (text encoder, then the
-        transformer, then the VAE): peak accelerator memory is the largest single model."""
-        self._offload_device = torch.device(device)
-        for name in TORCH_COMPONENTS:
-            getattr(self, name).to("cpu")
+        transformer, then the VAE): peak accelerator memory is the largest single model. A device this
+        machine does not have is an error here, not at the first call."""
+        device = check_execution_device(device, "enable_model_cpu_offload")
+        self.to("cpu")
+        self._offload_device = device
 
-    def _activate(self, name: str) -> None:
-        """Under CPU offload: `name` on the execution device, the other models on the CPU."""
-        if self._offload_device is None:
-            return
-        for other in TORCH_COMPONENTS:
-            getattr(self, other).to(self._offload_device if other == name else "cpu")
+    def enable_sequential_cpu_offload(self, device: str | torch.device = "cuda") -> None:
+        """Keep every weight on the CPU and copy each block (transformer block, T5 layer, VAE block) to
+        `device` only while it runs, with each model's small remaining parts while that model runs: the least
+        accelerator memory, at the cost of copying the weights at every step. Same outputs as without offload
+        on `device`. `pipe.to(...)` turns it off (see `latte.pipelines.offload`)."""
+        device = check_execution_device(device, "enable_sequential_cpu_offload")
+        self.to("cpu")
+        models = {name: _unwrap(getattr(self, name)) for name in TORCH_COMPONENTS}
+        self._sequential = SequentialOffload(models, device)
+        self._offload_device = device
+
+    def _remove_sequential_offload(self) -> None:
+        if self._sequential is not None:
+            self._sequential.remove()
+            self._sequential = None
+
+    def _activate(self, name: str | None) -> None:
+        """Under CPU offload: `name` on the execution device, the other models on the CPU (None: all on the
+        CPU)."""
+        if self._sequential is not None:
+            self._sequential.activate(name)
+        elif self._offload_device is not None:
+            for other in TORCH_COMPONENTS:
+                getattr(self, other).to(self._offload_device if other == name else "cpu")
 
     def enable_vae_slicing(self) -> None:
         """Decode the frames one at a time inside the VAE (less memory, same frames)."""
@@ -253,9 +314,12 @@ class LattePipeline:
                     f"{folder / 'model_index.json'}: component {name!r} is {entry!r}; "
                     f"expected [library, class] with class one of {list(allowed)}"
                 )
+        generate_defaults = check_generate_defaults(
+            index.get(FOLDER_DEFAULTS_KEY, {}), str(folder / "model_index.json")
+        )
         import transformers
 
-        return cls(
+        pipe = cls(
             tokenizer=load_tokenizer(folder / "tokenizer", getattr(transformers, index["tokenizer"][1])),
             text_encoder=load_text_encoder(folder / "text_encoder", transformers.T5EncoderModel, torch_dtype),
             vae=load_vae(folder / "vae", torch_dtype),
@@ -264,15 +328,20 @@ class LattePipeline:
             ),
             scheduler=load_scheduler(folder / "scheduler"),
         )
+        pipe.generate_defaults = generate_defaults
+        return pipe
 
     def save_pretrained(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the diffusers layout (loadable by diffusers' `LattePipeline` too) as a new folder: built
         beside `folder`, then swapped in, so it is never half-written; an existing folder is replaced only if
-        latte wrote it or `overwrite=True` (the output rule of `latte.outputs`)."""
+        latte wrote it or `overwrite=True` (the output rule of `latte.outputs`). `generate_defaults` are kept
+        in `model_index.json`."""
         import diffusers
 
         def fill(tmp: Path) -> None:
             index = {"_class_name": PIPELINE_CLASS_NAME, "_diffusers_version": diffusers.__version__}
+            if self._generate_defaults:
+                index[FOLDER_DEFAULTS_KEY] = dict(self._generate_defaults)
             for name, component in self.components.items():
                 component = _unwrap(component)
                 component.save_pretrained(str(tmp / name))
@@ -281,7 +350,8 @@ class LattePipeline:
                 index[name] = [library, class_name]
             write_json(tmp / "model_index.json", index)
 
-        return write_folder(folder, fill, overwrite)
+        with self._sequential.originals() if self._sequential is not None else contextlib.nullcontext():
+            return write_folder(folder, fill, overwrite)
 
     # ------------------------------------------------------------------ text
     def encode_prompt(
@@ -368,15 +438,14 @@ class LattePipeline:
         transformer = _unwrap(self.transformer)
         step = self.vae_scale_factor * transformer.config.patch_size
         for name, value in (("height", height), ("width", width)):
-            if not isinstance(value, int) or value < step or value % step:
+            if isinstance(value, bool) or not isinstance(value, int) or value < step or value % step:
                 raise ValueError(
                     f"{name} must be a positive multiple of {step} (VAE factor "
                     f"{self.vae_scale_factor} x patch size {transformer.config.patch_size}), got {value!r}"
                 )
-        if not isinstance(video_length, int) or video_length < 1:
+        if isinstance(video_length, bool) or not isinstance(video_length, int) or video_length < 1:
             raise ValueError(f"video_length (frames) must be an integer >= 1, got {video_length!r}")
-        if timesteps is None and (not isinstance(num_inference_steps, int) or num_inference_steps < 1):
-            raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
+        check_timesteps(self.scheduler, num_inference_steps, timesteps)
         if not isinstance(num_videos_per_prompt, int) or num_videos_per_prompt < 1:
             raise ValueError(f"num_videos_per_prompt must be an integer >= 1, got {num_videos_per_prompt!r}")
         if output_type not in OUTPUT_TYPES:
@@ -477,13 +546,13 @@ class LattePipeline:
         self,
         prompt: str | list[str] | None = None,
         negative_prompt: str | list[str] | None = "",
-        num_inference_steps: int = 50,
+        num_inference_steps: int | None = None,
         timesteps: list[int] | None = None,
-        guidance_scale: float = 7.5,
+        guidance_scale: float | None = None,
         num_images_per_prompt: int = 1,
-        video_length: int = 16,
-        height: int | None = 512,
-        width: int | None = 512,
+        video_length: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
         eta: float = 0.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -505,16 +574,18 @@ class LattePipeline:
             prompt: the text (or list of texts) to generate from; or pass `prompt_embeds`.
             negative_prompt: text guided away from (default `""`, as Latte-1 was trained); a string or one per
                 prompt. Ignored without guidance.
-            num_inference_steps: denoising steps (default 50). More: slower, usually better.
-            timesteps: custom descending timesteps instead of `num_inference_steps` (schedulers that support
-                it).
-            guidance_scale: classifier-free guidance weight (default 7.5); <= 1 turns guidance off (half the
-                work).
+            num_inference_steps: denoising steps, 1..the scheduler's num_train_timesteps (default: the
+                folder's, else 50). More: slower, usually better.
+            timesteps: custom timesteps instead of `num_inference_steps`: strictly descending integers in
+                0..num_train_timesteps-1 (schedulers that support it).
+            guidance_scale: classifier-free guidance weight, finite (default: the folder's, else 7.5); <= 1
+                turns guidance off (half the work).
             num_images_per_prompt: videos per prompt (default 1); diffusers' name, see
                 `num_videos_per_prompt`.
-            video_length: frames per video (default 16, Latte-1's training length; any count >= 1 runs).
-            height, width: pixel size (default 512 x 512; None = the model's trained size). Must be multiples
-                of the VAE factor x patch size (16 for Latte-1).
+            video_length: frames per video (default: the folder's, else the transformer's trained length, 16
+                for Latte-1); any count >= 1 up to `pipe.limits.max_frames` runs.
+            height, width: pixel size (default: the folder's, else the trained size, 512 x 512 for Latte-1).
+                Multiples of the VAE factor x patch size (16 for Latte-1).
             eta: DDIM eta (default 0, deterministic); ignored by other schedulers.
             generator: a `torch.Generator` (or one per video) for the starting noise and stochastic steps.
             latents: starting noise (B, 4, F, height/8, width/8) instead of drawing it; cast to the model
@@ -536,10 +607,18 @@ class LattePipeline:
             decode_chunk_size: frames per VAE decode call (default 14; None = all at once); memory only.
             num_videos_per_prompt: clearer alias of `num_images_per_prompt`.
 
+        Defaults: an argument left at None takes the model folder's value (`pipe.generate_defaults`), else
+        diffusers' (see `generation_settings`). Before any work the call checks the arguments, the scheduler's
+        step limits and the work size (`pipe.limits`: frames, pixels, estimated memory against the device's
+        free memory); it logs a warning for prompt words the tokenizer cannot represent and for frames or
+        sizes beyond the model's training. Latents that turn NaN or infinite (checked every
+        `FINITE_CHECK_EVERY` steps and after the last) stop the run with `NonFiniteLatentsError` (a
+        ValueError) before anything is decoded.
+
         Returns:
             `LattePipelineOutput(frames)`, or `(frames,)` when `return_dict=False`.
         """
-        # 1. Check inputs
+        # 1. Check inputs: everything that can be known wrong is refused before any work
         if hasattr(callback_on_step_end, "tensor_inputs"):  # diffusers PipelineCallback objects
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         if num_videos_per_prompt is not None:
@@ -550,8 +629,10 @@ class LattePipeline:
                 )
             num_images_per_prompt = num_videos_per_prompt
         transformer = _unwrap(self.transformer)
-        height = height or transformer.config.sample_size * self.vae_scale_factor
-        width = width or transformer.config.sample_size * self.vae_scale_factor
+        settings = self.generation_settings(num_inference_steps, guidance_scale, video_length, height, width)
+        num_inference_steps, video_length = settings["steps"], settings["frames"]
+        height, width = settings["height"], settings["width"]
+        guidance_scale = check_guidance(settings["guidance"])
         num_prompts = self.check_inputs(
             prompt,
             height,
@@ -567,8 +648,17 @@ class LattePipeline:
             callback_on_step_end_tensor_inputs,
             decode_chunk_size,
         )
+        for name, tensor in (("latents", latents), ("prompt_embeds", prompt_embeds),
+                             ("negative_prompt_embeds", negative_prompt_embeds)):
+            if isinstance(tensor, torch.Tensor) and not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"{name} contain NaN or infinite values")
         device = self.device
         do_cfg = guidance_scale > 1.0
+        videos = num_prompts * num_images_per_prompt
+        self._check_work_size(videos, do_cfg, video_length, height, width, output_type, decode_chunk_size)
+        if prompt is not None:
+            self._warn_unrepresented_words(check_prompts(prompt))
+        self._warn_beyond_training(video_length, height, width)
         self._interrupt = False
 
         # 2. Encode the prompts (batch-1 semantics; see the module docstring)
@@ -582,6 +672,11 @@ class LattePipeline:
             negative_prompt_embeds,
             mask_feature,
         )
+        for embeds in (prompt_embeds, negative_prompt_embeds):
+            if embeds is not None and not bool(torch.isfinite(embeds).all()):
+                hint = " (T5 overflows in float16: use bfloat16 or float32)" if embeds.dtype == torch.float16 else ""
+                raise ValueError(f"the text encoder produced NaN or infinite prompt embeddings{hint}; check its "
+                                 "weights")
 
         # 3. Timesteps
         try:
@@ -597,18 +692,22 @@ class LattePipeline:
         # 4. Starting noise
         channels = transformer.config.in_channels
         s = self.vae_scale_factor
-        shape = (num_prompts * num_images_per_prompt, channels, video_length, height // s, width // s)
+        shape = (videos, channels, video_length, height // s, width // s)
         latents = self.prepare_latents(shape, generator, latents, device)
         step_kwargs = self._step_kwargs(generator, eta)
 
         # 5. Denoising loop. The prompt-only work (caption projection, cross-attention K/V) is done once, and
         # the variance channels are computed only for schedulers that use them.
         def text_context():
+            text, mask = prompt_embeds, text_mask
             if do_cfg:  # one batch [negative; positive], each half masked like its video
                 text = torch.cat([negative_prompt_embeds, prompt_embeds])
                 mask = None if text_mask is None else torch.cat([text_mask, text_mask])
+            if self._sequential is None:
                 return transformer.prepare_text(text, mask)
-            return transformer.prepare_text(prompt_embeds, text_mask)
+            # prepare_text uses the cross-attention K/V projections outside their blocks' forward
+            with self._sequential.loaded(block.attn2 for block in transformer.transformer_blocks):
+                return transformer.prepare_text(text, mask)
 
         sample_channels = None if uses_learned_variance(self.scheduler) else channels
         self._activate("transformer")
@@ -649,7 +748,10 @@ class LattePipeline:
                         prompt_embeds = out.get("prompt_embeds", prompt_embeds)
                         negative_prompt_embeds = out.get("negative_prompt_embeds", negative_prompt_embeds)
                         context = text_context()
+                if (i + 1) % FINITE_CHECK_EVERY == 0:
+                    check_finite(latents, i + 1, len(timesteps), lambda: self._explain_non_finite(guidance_scale))
                 bar.update()
+        check_finite(latents, len(timesteps), len(timesteps), lambda: self._explain_non_finite(guidance_scale))
 
         # 6. Decode
         if output_type == "latent":
@@ -658,10 +760,54 @@ class LattePipeline:
             self._activate("vae")
             video = decode_latents(self.vae, latents, chunk_size=decode_chunk_size)  # (B, 3, F, H, W)
             frames = self.postprocess(video, output_type)
-        if self._offload_device is not None:
-            for name in TORCH_COMPONENTS:
-                getattr(self, name).to("cpu")
+        self._activate(None)
         return LattePipelineOutput(frames=frames) if return_dict else (frames,)
+
+    def _check_work_size(self, videos, do_cfg, frames, height, width, output_type, decode_chunk_size) -> None:
+        """`check_work_size` with this pipeline's models: refuse before any work what cannot fit."""
+        config = _unwrap(self.transformer).config
+        phases = estimate_memory(
+            videos=videos, model_batch=videos * (2 if do_cfg else 1), frames=frames, height=height, width=width,
+            scale=self.vae_scale_factor, patch=config.patch_size, latent_channels=config.in_channels,
+            model_width=config.width, model_bytes=self.dtype.itemsize, vae=self.vae,
+            decode_chunk=decode_chunk_size, decoded=output_type != "latent",
+        )
+        resident = 0  # model offload to an accelerator moves one whole model in at a time
+        if self._sequential is None and self._offload_device is not None and self._offload_device.type != "cpu":
+            resident = max(sum(p.numel() * p.element_size() for p in getattr(self, name).parameters())
+                           for name in TORCH_COMPONENTS)
+        check_work_size(self.limits, frames, height, width, phases, self.device, resident)
+
+    def _explain_non_finite(self, guidance_scale: float) -> str:
+        """The likely cause of non-finite latents, for the error message."""
+        with self._sequential.originals() if self._sequential is not None else contextlib.nullcontext():
+            for name, param in _unwrap(self.transformer).named_parameters():
+                if not bool(torch.isfinite(param).all()):
+                    return f"The transformer's weight {name} holds NaN or infinite values: reload or re-export it."
+        fp16 = " or float16 overflow (try bfloat16 or float32)" if self.dtype == torch.float16 else ""
+        scheduler = self.scheduler
+        return (
+            f"Likely causes: the scheduler ({type(scheduler).__name__} with {self._num_timesteps} steps of its "
+            f"{scheduler.config.num_train_timesteps} training timesteps: try fewer steps or another scheduler), "
+            f"the guidance scale ({guidance_scale:g}: try 1 to 10){fp16}, or a callback's latents."
+        )
+
+    def _warn_unrepresented_words(self, prompts: list[str]) -> None:
+        words = unrepresented_words(self.tokenizer, prompts)
+        if words:
+            logger.warning(
+                "the tokenizer cannot represent %s (split into single letters or unknown pieces): the model "
+                "has not learnt these words and will mostly ignore them", ", ".join(map(repr, words))
+            )
+
+    def _warn_beyond_training(self, frames: int, height: int, width: int) -> None:
+        config = _unwrap(self.transformer).config
+        size = config.sample_size * self.vae_scale_factor
+        if frames > config.video_length or height > size or width > size:
+            logger.warning(
+                "%d frames of %d x %d is beyond what this model was trained on (%d frames of %d x %d): expect "
+                "degraded videos", frames, height, width, config.video_length, size, size
+            )
 
     @staticmethod
     def postprocess(video: torch.Tensor, output_type: str = "pil"):
@@ -675,3 +821,16 @@ class LattePipeline:
         from PIL import Image
 
         return [[Image.fromarray(f) for f in (v * 255).round().astype("uint8")] for v in array]
+
+
+def unrepresented_words(tokenizer, prompts: list[str]) -> list[str]:
+    """Words of `prompts` (as the model sees them) that the tokenizer has no pieces for: split into unknown
+    pieces, or into single characters (a word the vocabulary never saw, e.g. "cat" for a shapes-only model)."""
+    words = dict.fromkeys(word for prompt in prompts for word in preprocess_prompt(prompt).split())
+    found = []
+    for word in words:
+        pieces = tokenizer.tokenize(word)
+        letters = [piece.lstrip("\u2581") for piece in pieces]
+        if tokenizer.unk_token in pieces or (len(word) > 1 and all(len(piece) <= 1 for piece in letters)):
+            found.append(word)
+    return found

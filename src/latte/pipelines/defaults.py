@@ -1,0 +1,44 @@
+"""A model folder's own generation defaults: `"_generate_defaults"` in `model_index.json`.
+
+    "_generate_defaults": {"steps": 25, "guidance": 4.0, "fps": 8, "frames": 16, "height": 64, "width": 64}
+
+Any subset; diffusers ignores `_` keys. `LattePipeline.from_pretrained` reads them into
+`pipe.generate_defaults`, `__call__` uses them for the arguments the caller leaves at None, and
+`save_pretrained` writes them back. `fps` is for whoever writes the video file (`latte generate`).
+"""
+
+import math
+from numbers import Real
+
+from latte.pipelines.export import MAX_FPS, MIN_FPS
+
+FOLDER_DEFAULTS_KEY = "_generate_defaults"
+# Used when neither the caller nor the folder says: diffusers' LattePipeline defaults and the usual video rate.
+# Frames and size fall back to the transformer's trained ones (16 frames of 512 x 512 for Latte-1).
+BUILTIN_DEFAULTS = {"steps": 50, "guidance": 7.5, "fps": 8}
+
+_INTEGER_KEYS = ("steps", "frames", "height", "width")  # each >= 1
+_REAL_KEYS = ("guidance", "fps")  # finite; fps in what a video file can hold
+KNOWN_KEYS = (*_INTEGER_KEYS, *_REAL_KEYS)
+
+
+def check_generate_defaults(defaults, source: str = FOLDER_DEFAULTS_KEY) -> dict:
+    """`defaults` as a plain dict, or a one-line ValueError naming `source` and the bad key."""
+    if not isinstance(defaults, dict):
+        raise ValueError(f"{source}: {FOLDER_DEFAULTS_KEY} must be an object like {{\"steps\": 25}}, "
+                         f"got {defaults!r:.80}")
+    for key, value in defaults.items():
+        if key not in KNOWN_KEYS:
+            raise ValueError(f"{source}: unknown {FOLDER_DEFAULTS_KEY} key {key!r}; allowed: {list(KNOWN_KEYS)}")
+        if key in _INTEGER_KEYS:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{source}: {FOLDER_DEFAULTS_KEY}.{key} must be an integer >= 1, got {value!r:.80}")
+        elif (
+            isinstance(value, bool)
+            or not isinstance(value, Real)
+            or not math.isfinite(value)
+            or (key == "fps" and not MIN_FPS <= value <= MAX_FPS)
+        ):
+            allowed = f"a number in [{MIN_FPS}, {MAX_FPS}]" if key == "fps" else "a finite number"
+            raise ValueError(f"{source}: {FOLDER_DEFAULTS_KEY}.{key} must be {allowed}, got {value!r:.80}")
+    return dict(defaults)
