@@ -68,7 +68,7 @@ def test_save_pretrained_keeps_them(folder, tmp_path):
         ({"height": True}, "_generate_defaults.height must be an integer >= 1, got True"),
         ({"guidance": "4"}, "_generate_defaults.guidance must be a finite number, got '4'"),
         ({"guidance": float("inf")}, "_generate_defaults.guidance must be a finite number, got inf"),
-        ({"fps": 0}, "_generate_defaults.fps must be a number > 0, got 0"),
+        ({"fps": 0}, "_generate_defaults.fps must be a number in \\[0.1, 1000.0\\], got 0"),
         ({"seed": 3}, r"unknown _generate_defaults key 'seed'; allowed: \['steps', 'frames'"),
         ([25], r"_generate_defaults must be an object like"),
     ],
