@@ -113,15 +113,17 @@ def config_from_dict(cls, data: Mapping, what: str, source: str | os.PathLike | 
 
 def save_weights(
     state_dict: Mapping[str, torch.Tensor], folder: str | os.PathLike, weights_name: str = WEIGHTS_NAME,
-    max_shard_size: int | None = None,
+    max_shard_size: int | None = None, variant: str | None = None,
 ) -> list[Path]:
-    """Write safetensors weights; with `max_shard_size` (bytes) split into shards plus a diffusers-style index."""
+    """Write safetensors weights; with `max_shard_size` (bytes) split into shards plus a diffusers-style index.
+    `variant` names the files as diffusers does (`NAME.fp16.safetensors`, `NAME.safetensors.index.fp16.json`)."""
     folder = Path(folder)
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
     meta = {"format": "pt"}
     total = sum(t.numel() * t.element_size() for t in tensors.values())
+    single = add_variant(weights_name, variant)
     if max_shard_size is None or total <= max_shard_size:
-        return [write_file(folder / weights_name, lambda tmp: save_file(tensors, tmp, metadata=meta))]
+        return [write_file(folder / single, lambda tmp: save_file(tensors, tmp, metadata=meta))]
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for key, tensor in tensors.items():
@@ -131,14 +133,14 @@ def save_weights(
             size = 0
         shards[-1][key] = tensor
         size += nbytes
-    stem, ext = weights_name.rsplit(".", 1)
+    stem, ext = single.rsplit(".", 1)
     written, weight_map = [], {}
     for i, shard in enumerate(shards, start=1):
         name = f"{stem}-{i:05d}-of-{len(shards):05d}.{ext}"
         written.append(write_file(folder / name, lambda tmp, s=shard: save_file(s, tmp, metadata=meta)))
         weight_map.update(dict.fromkeys(shard, name))
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    written.append(write_json(folder / (weights_name + INDEX_SUFFIX), index))
+    written.append(write_json(folder / add_variant(weights_name + INDEX_SUFFIX, variant), index))
     return written
 
 
@@ -225,7 +227,8 @@ def find_weights(
     wanted = " or ".join(candidates[:2] if use_safetensors is not False else candidates)
     hint = {True: " (use_safetensors=True allows no .bin)", False: " (use_safetensors=False asks for .bin)"}.get(
         use_safetensors, "")
-    holds = f"; it holds {', '.join(present)}" if present else ""
+    more = f" and {len(present) - 4} more" if len(present) > 4 else ""
+    holds = f"; it holds {', '.join(present[:4])}{more}" if present else ""
     variant_hint = f"; the {variant!r} variant is missing" if variant and present else ""
     raise FileNotFoundError(f"no weights in {folder}: expected {wanted}{hint}{holds}{variant_hint}")
 
