@@ -166,3 +166,13 @@ def test_ready_components_are_used(tiny_folder):
     pipe = LattePipeline.from_pretrained(tiny_folder)
     again = LattePipeline.from_pretrained(tiny_folder, transformer=pipe.transformer)
     assert again.transformer is pipe.transformer
+
+
+def test_model_from_pretrained_takes_the_diffusers_keywords(tiny_folder):
+    model = LatteT2VTransformer.from_pretrained(tiny_folder, subfolder="transformer", device_map="auto",
+                                                low_cpu_mem_usage=True, local_files_only=True)
+    assert model.device.type == "cpu"  # "auto" without a GPU
+    with pytest.raises(ValueError, match="LatteT2VTransformer.from_pretrained does not support max_memory"):
+        LatteT2VTransformer.from_pretrained(tiny_folder, subfolder="transformer", max_memory={0: "1GB"})
+    with pytest.raises(ValueError, match="a single model takes one device"):
+        LatteT2VTransformer.from_pretrained(tiny_folder, subfolder="transformer", device_map={"x": "cpu"})

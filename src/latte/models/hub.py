@@ -74,6 +74,20 @@ def select_patterns(
     return patterns
 
 
+HUB_KEYWORDS = ("revision", "cache_dir", "local_files_only", "token", "force_download")
+
+
+def hub_options(options: dict, caller: str) -> dict:
+    """The hub keywords among a model's `from_pretrained` keywords; `low_cpu_mem_usage` is accepted and has
+    no effect (models are built on the meta device anyway); any other keyword, e.g. diffusers' `max_memory`,
+    is a ValueError naming it rather than a TypeError."""
+    unknown = sorted(set(options) - set(HUB_KEYWORDS) - {"low_cpu_mem_usage"})
+    if unknown:
+        raise ValueError(f"{caller} does not support {', '.join(unknown)}; it takes subfolder, torch_dtype, device, "
+                         f"variant, use_safetensors, device_map, {', '.join(HUB_KEYWORDS)}")
+    return {k: v for k, v in options.items() if k in HUB_KEYWORDS}
+
+
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 

@@ -608,14 +608,15 @@ class Latte(nn.Module):
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, subfolder: str | None = None,
                         torch_dtype: torch.dtype | None = None, device: str | torch.device | None = None, *,
                         variant: str | None = None, use_safetensors: bool | None = None, device_map=None,
-                        **hub_options):
+                        **options):
         """Load our folder format: `config.json` (LatteConfig fields) + weights; a folder or a Hugging Face Hub
         id, with the keywords of `LatteT2VTransformer.from_pretrained`."""
-        from latte.models.hub import resolve_model_folder
+        from latte.models.hub import hub_options, resolve_model_folder
         from latte.models.placement import single_device
 
         folder = resolve_model_folder(pretrained_model_name_or_path, {"": WEIGHTS_NAME}, subfolder=subfolder,
-                                      variant=variant, use_safetensors=use_safetensors, **hub_options)
+                                      variant=variant, use_safetensors=use_safetensors,
+                                      **hub_options(options, "Latte.from_pretrained"))
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
         device = device or single_device(device_map) or "cpu"

@@ -549,18 +549,19 @@ class LatteT2VTransformer(nn.Module):
         variant: str | None = None,
         use_safetensors: bool | None = None,
         device_map=None,
-        **hub_options,
+        **options,
     ) -> "LatteT2VTransformer":
         """Load a diffusers-layout folder (`config.json` + weights, single or sharded), or a Hugging Face Hub id
         (`"maxin-cn/Latte-1", subfolder="transformer"`) through the hub cache. `variant="fp16"` reads
         `diffusion_pytorch_model.fp16.safetensors`; `use_safetensors` True/False allows only safetensors/.bin;
-        `device_map` a single device (or "auto"/"balanced": the first GPU, else the CPU). `hub_options`:
+        `device_map` a single device (or "auto"/"balanced": the first GPU, else the CPU). For hub ids:
         `revision`, `cache_dir`, `local_files_only`, `token`, `force_download`."""
-        from latte.models.hub import resolve_model_folder
+        from latte.models.hub import hub_options, resolve_model_folder
         from latte.models.placement import single_device
 
         folder = resolve_model_folder(pretrained_model_name_or_path, {"": WEIGHTS_NAME}, subfolder=subfolder,
-                                      variant=variant, use_safetensors=use_safetensors, **hub_options)
+                                      variant=variant, use_safetensors=use_safetensors,
+                                      **hub_options(options, "LatteT2VTransformer.from_pretrained"))
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
         device = device or single_device(device_map) or "cpu"
