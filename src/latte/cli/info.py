@@ -7,7 +7,7 @@
 """
 
 import argparse
-import json
+import re
 from pathlib import Path
 
 from latte.models.latte import CONDITIONINGS, LATTE_CONFIGS, PATCH_EMBEDDINGS, TEMPORAL_POSITIONS, VARIANTS
@@ -44,23 +44,42 @@ def register(subparsers) -> None:
 # ------------------------------------------------------------------------------------------ model folders
 
 
-def weights_summary(folder: Path) -> tuple[int, list[str]]:
-    """(parameter count, dtypes) of the safetensors (or .bin) weights in `folder`, from headers only."""
-    import torch
-    from safetensors import safe_open
+def weights_summary(folder: Path) -> tuple[int, list[str], list[str]]:
+    """(parameter count, dtypes, other variants) of the weights in `folder`, from safetensors headers (a .bin is
+    read weights-only). Variant copies (`model.fp16.safetensors`) hold the same parameters again: the count is
+    the plain files' (else the first variant's), the other variants are listed."""
+    from safetensors import SafetensorError, safe_open
 
+    from latte.models.io import load_pickled_weights
+
+    groups: dict[str, list[Path]] = {}
+    for path in sorted([*folder.glob("*.safetensors"), *folder.glob("*.bin")]):
+        groups.setdefault(_variant_of(path.name), []).append(path)
+    if not groups:
+        return 0, [], []
+    chosen = "" if "" in groups else sorted(groups)[0]
     count, dtypes = 0, set()
-    for path in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(path), "pt") as f:
-            for key in f.keys():  # noqa: SIM118 (safe_open is no dict)
-                tensor = f.get_slice(key)
-                count += _numel(tensor.get_shape())
-                dtypes.add(SAFETENSORS_DTYPES.get(tensor.get_dtype(), tensor.get_dtype()))
-    for path in sorted(folder.glob("*.bin")):
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        count += sum(v.numel() for v in state.values())
-        dtypes.update(str(v.dtype).removeprefix("torch.") for v in state.values())
-    return count, sorted(dtypes)
+    for path in groups[chosen]:
+        if path.suffix == ".bin":
+            state = load_pickled_weights(path, mmap=True)
+            count += sum(v.numel() for v in state.values())
+            dtypes.update(str(v.dtype).removeprefix("torch.") for v in state.values())
+            continue
+        try:
+            with safe_open(str(path), "pt") as f:
+                for key in f.keys():  # noqa: SIM118 (safe_open is no dict)
+                    tensor = f.get_slice(key)
+                    count += _numel(tensor.get_shape())
+                    dtypes.add(SAFETENSORS_DTYPES.get(tensor.get_dtype(), tensor.get_dtype()))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ValueError(f"corrupt or unreadable weights file {path}: {err}") from err
+    return count, sorted(dtypes), sorted(v for v in groups if v != chosen)
+
+
+def _variant_of(name: str) -> str:
+    """"fp16" for `model.fp16.safetensors` or `model.fp16-00001-of-00002.safetensors`, "" for plain files."""
+    parts = re.sub(r"-\d{5}-of-\d{5}", "", name).split(".")
+    return parts[1] if len(parts) == 3 else ""
 
 
 def _numel(shape) -> int:
@@ -77,20 +96,27 @@ def disk_size(path: Path) -> int:
 
 
 def _class_name(folder: Path) -> str:
+    """The component's class from its config: diffusers' `_class_name`, transformers' `architectures`, or a
+    tokenizer's `tokenizer_class`."""
+    from latte.models.io import read_json
+
     if not folder.is_dir():
         return "?"
     for name in ("config.json", "scheduler_config.json", "tokenizer_config.json"):
         if (folder / name).is_file():
-            data = json.loads((folder / name).read_text())
-            return data.get("_class_name") or data.get("tokenizer_class") or "?"
+            data = read_json(folder / name)
+            architectures = data.get("architectures") or ["?"]
+            return data.get("_class_name") or data.get("tokenizer_class") or architectures[0]
     return "?"
 
 
 def folder_report(folder: Path) -> list[str]:
     """One line per component (or one for a single model folder)."""
+    from latte.models.io import read_json
+
     index_path = folder / "model_index.json"
     if index_path.is_file():
-        index = json.loads(index_path.read_text())
+        index = read_json(index_path)
         lines = [f"{folder}: {index.get('_class_name', '?')} pipeline, {_mib(disk_size(folder))} on disk"]
         components = [(name, folder / name) for name in index if not name.startswith("_")]
     elif (folder / "config.json").is_file():
@@ -104,9 +130,10 @@ def folder_report(folder: Path) -> list[str]:
         if not sub.is_dir():
             lines.append(f"  {name:<14} missing folder {sub}")
             continue
-        count, dtypes = weights_summary(sub)
+        count, dtypes, variants = weights_summary(sub)
         params = f"{count / 1e6:10.2f} M params  {','.join(dtypes):<9}" if count else f"{'':>28}"
-        lines.append(f"  {name:<14} {_class_name(sub):<26} {params} {_mib(disk_size(sub)):>10}")
+        extra = f"  (+ variant {', '.join(variants)})" if variants else ""
+        lines.append(f"  {name:<14} {_class_name(sub):<26} {params} {_mib(disk_size(sub)):>10}{extra}")
     return lines
 
 
@@ -167,14 +194,15 @@ def config_report(config, name: str, batch: int = 1, use_image_num: int = 0) -> 
 
 
 def info(args: argparse.Namespace) -> list[str]:
+    from latte.models.io import read_json
     from latte.models.latte import LatteConfig, infer_original_config
 
     target = Path(args.target)
     if target.is_dir():
         lines = folder_report(target)
         config_path = target / "config.json"
-        if config_path.is_file() and json.loads(config_path.read_text()).get("_class_name") == "Latte":
-            config = LatteConfig.from_dict(json.loads(config_path.read_text()))
+        if config_path.is_file() and read_json(config_path).get("_class_name") == "Latte":
+            config = LatteConfig.from_dict(read_json(config_path), config_path)
             lines += config_report(config, target.name, args.batch, args.use_image_num)
         return lines
     if target.is_file():

@@ -1,8 +1,20 @@
-"""Reading and writing model folders: config.json plus safetensors weights (single file or sharded), atomically."""
+"""Reading and writing model folders: config.json plus safetensors weights (single file or sharded), atomically.
 
+Weight files follow the diffusers / transformers names: `NAME.safetensors`, a shard index
+`NAME.safetensors.index.json` with shards `NAME-00001-of-00002.safetensors`, or the pickled `.bin` forms; a
+variant inserts its name before the extension (`NAME.fp16.safetensors`, `NAME.safetensors.index.fp16.json`,
+shards `NAME.fp16-00001-of-00002.safetensors`).
+"""
+
+import contextlib
 import dataclasses
 import json
+import logging
+import math
 import os
+import pickle
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -14,6 +26,28 @@ from latte.outputs import write_file
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 INDEX_SUFFIX = ".index.json"
+
+
+@contextlib.contextmanager
+def library_bars_off():
+    """Inside: no transformers "Loading weights" or diffusers shard progress bars (per-file noise on every
+    load), unless latte logs at debug level (`latte -v`). The previous setting is restored after."""
+    if logging.getLogger("latte").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    libraries = (transformers.utils.logging, diffusers.utils.logging)
+    enabled = [lib.is_progress_bar_enabled() for lib in libraries]
+    for lib in libraries:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, was in zip(libraries, enabled):
+            if was:
+                lib.enable_progress_bar()
 
 
 def write_json(path: str | os.PathLike, data: Mapping) -> Path:
@@ -31,27 +65,65 @@ def read_json(path: str | os.PathLike) -> dict:
         raise ValueError(f"corrupt JSON file {path}: {err}") from err
 
 
-def config_from_dict(cls, data: Mapping, what: str):
+def _value_error(value, expected: type) -> str | None:
+    """Why `value` (from JSON) does not fit a field annotated `expected`, or None when it fits. Config numbers
+    are sizes, counts and rates, so they must be finite and >= 0 (the dataclass checks tighter limits)."""
+    if isinstance(expected, types.UnionType) or typing.get_origin(expected) is typing.Union:
+        options = typing.get_args(expected)
+        if value is None and type(None) in options:
+            return None
+        reasons = [_value_error(value, t) for t in options if t is not type(None)]
+        return None if None in reasons else reasons[0]
+    name = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(expected)
+    if name is None:  # a type this check does not know: left to the dataclass
+        return None
+    if expected is bool:
+        fits = isinstance(value, bool)
+    elif expected in (int, float):
+        numeric = (int, float) if expected is float else int
+        fits = isinstance(value, numeric) and not isinstance(value, bool)
+        if fits and not (math.isfinite(value) and value >= 0):
+            return f"must be {name} >= 0"
+    else:
+        fits = isinstance(value, expected)
+    return None if fits else f"must be {name}"
+
+
+def config_from_dict(cls, data: Mapping, what: str, source: str | os.PathLike | None = None):
     """Build the config dataclass `cls` from a config.json dict; `_`-keys (class name, versions) are ignored and
-    any other unknown key is an error naming it."""
+    any other unknown key is an error naming it. Each value is checked against its field's type first, so a
+    wrong one is reported with its key, value and file (`source`) instead of failing somewhere inside."""
+    where = f"{source}: " if source else ""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where}a {what} config must be a JSON object, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(k for k in data if not k.startswith("_") and k not in known)
     if unknown:
-        raise ValueError(f"unknown {what} config keys {unknown}; allowed: {sorted(known)}")
-    return cls(**{k: v for k, v in data.items() if k in known})
+        raise ValueError(f"{where}unknown {what} config keys {unknown}; allowed: {sorted(known)}")
+    hints = typing.get_type_hints(cls)
+    for key in sorted(known & set(data)):
+        reason = _value_error(data[key], hints[key])
+        if reason:
+            raise ValueError(f"{where}{what} config key {key!r} is {data[key]!r}; it {reason}")
+    try:
+        return cls(**{k: v for k, v in data.items() if k in known})
+    except ValueError as err:
+        raise ValueError(f"{where}{err}") from err
 
 
 def save_weights(
     state_dict: Mapping[str, torch.Tensor], folder: str | os.PathLike, weights_name: str = WEIGHTS_NAME,
-    max_shard_size: int | None = None,
+    max_shard_size: int | None = None, variant: str | None = None,
 ) -> list[Path]:
-    """Write safetensors weights; with `max_shard_size` (bytes) split into shards plus a diffusers-style index."""
+    """Write safetensors weights; with `max_shard_size` (bytes) split into shards plus a diffusers-style index.
+    `variant` names the files as diffusers does (`NAME.fp16.safetensors`, `NAME.safetensors.index.fp16.json`)."""
     folder = Path(folder)
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
     meta = {"format": "pt"}
     total = sum(t.numel() * t.element_size() for t in tensors.values())
+    single = add_variant(weights_name, variant)
     if max_shard_size is None or total <= max_shard_size:
-        return [write_file(folder / weights_name, lambda tmp: save_file(tensors, tmp, metadata=meta))]
+        return [write_file(folder / single, lambda tmp: save_file(tensors, tmp, metadata=meta))]
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for key, tensor in tensors.items():
@@ -61,14 +133,14 @@ def save_weights(
             size = 0
         shards[-1][key] = tensor
         size += nbytes
-    stem, ext = weights_name.rsplit(".", 1)
+    stem, ext = single.rsplit(".", 1)
     written, weight_map = [], {}
     for i, shard in enumerate(shards, start=1):
         name = f"{stem}-{i:05d}-of-{len(shards):05d}.{ext}"
         written.append(write_file(folder / name, lambda tmp, s=shard: save_file(s, tmp, metadata=meta)))
         weight_map.update(dict.fromkeys(shard, name))
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    written.append(write_json(folder / (weights_name + INDEX_SUFFIX), index))
+    written.append(write_json(folder / add_variant(weights_name + INDEX_SUFFIX, variant), index))
     return written
 
 
@@ -79,41 +151,109 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"corrupt or unreadable weights file {path}: {err}") from err
 
 
-def load_weights(folder: str | os.PathLike, weights_name: str = WEIGHTS_NAME) -> dict[str, torch.Tensor]:
-    """Read weights written by `save_weights` or diffusers: one safetensors file, a sharded index, or a .bin."""
+def load_pickled_weights(path: str | os.PathLike, mmap: bool = False):
+    """`torch.load` restricted to tensors and plain containers (`weights_only=True`) on the CPU. A file that
+    holds any other pickled object is refused: unpickling it could run code."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing file: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        if "weights only load failed" not in str(err).lower():
+            raise ValueError(f"corrupt or unreadable file {path}: {str(err).splitlines()[0]}") from err
+        raise ValueError(
+            f"{path} contains Python code (a pickled object other than tensors) and was refused; "
+            "only weights are loaded"
+        ) from err
+    except Exception as err:  # torch raises many types (RuntimeError, EOFError, ...) for a broken file
+        first = (str(err).splitlines() or [""])[0]
+        raise ValueError(f"corrupt or unreadable file {path}: {type(err).__name__}: {first}") from err
+
+
+def add_variant(name: str, variant: str | None) -> str:
+    """`model.safetensors` -> `model.fp16.safetensors`; `x.safetensors.index.json` -> `x.safetensors.index.fp16.json`
+    (the diffusers and transformers naming)."""
+    if not variant:
+        return name
+    stem, ext = name.rsplit(".", 1)
+    return f"{stem}.{variant}.{ext}"
+
+
+def weights_candidates(
+    weights_name: str = WEIGHTS_NAME, variant: str | None = None, use_safetensors: bool | None = None
+) -> list[str]:
+    """The file names that can hold a model's weights, in the order they are looked for: safetensors (single,
+    then sharded) unless `use_safetensors` is False, then the pickled `.bin` forms unless it is True."""
+    kinds = []
+    if use_safetensors is not False:
+        kinds.append(weights_name)
+    if use_safetensors is not True:
+        kinds.append(weights_name.replace(".safetensors", ".bin"))
+    return [add_variant(name, variant) for kind in kinds for name in (kind, kind + INDEX_SUFFIX)]
+
+
+def _shard_names(index: Path) -> list[str]:
+    """The shard files of an index, each checked to be a file inside the index's folder."""
+    weight_map = read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise ValueError(f"corrupt index file {index}: no 'weight_map' of file names")
+    names = sorted(set(weight_map.values()))
+    for name in names:
+        inside = index.parent.resolve()
+        if Path(name).is_absolute() or ".." in Path(name).parts or inside not in (inside / name).resolve().parents:
+            raise ValueError(f"{index} lists the shard {name!r} outside its folder; shards must be files beside it")
+        if not (index.parent / name).is_file():
+            raise FileNotFoundError(f"missing weights shard {index.parent / name} (listed in {index})")
+    return names
+
+
+def find_weights(
+    folder: str | os.PathLike, weights_name: str = WEIGHTS_NAME, variant: str | None = None,
+    use_safetensors: bool | None = None,
+) -> Path:
+    """The weights file, or shard index (its shards checked), that a folder's model loads from, or an error
+    naming the file(s) looked for and what the folder holds instead."""
     folder = Path(folder)
-    single, index = folder / weights_name, folder / (weights_name + INDEX_SUFFIX)
-    if single.is_file():
-        return _load_safetensors(single)
-    if index.is_file():
-        weight_map = read_json(index).get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise ValueError(f"corrupt index file {index}: no 'weight_map'")
-        state: dict[str, torch.Tensor] = {}
-        for name in sorted(set(weight_map.values())):
-            shard = folder / name
-            if not shard.is_file():
-                raise FileNotFoundError(f"missing weights shard {shard} (listed in {index})")
-            state.update(_load_safetensors(shard))
-        return state
-    pickle = folder / weights_name.replace(".safetensors", ".bin")
-    if pickle.is_file():
-        try:
-            return torch.load(pickle, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ValueError(f"corrupt or unreadable weights file {pickle}: {err}") from err
-    raise FileNotFoundError(f"no weights in {folder}: expected {weights_name} or {index.name}")
+    candidates = weights_candidates(weights_name, variant, use_safetensors)
+    for name in candidates:
+        path = folder / name
+        if path.is_file():
+            if name.endswith(".json"):
+                _shard_names(path)
+            return path
+    stem = weights_name.split(".", 1)[0]
+    present = sorted(p.name for p in folder.glob(f"{stem}*") if p.is_file()) if folder.is_dir() else []
+    wanted = " or ".join(candidates[:2] if use_safetensors is not False else candidates)
+    hint = {True: " (use_safetensors=True allows no .bin)", False: " (use_safetensors=False asks for .bin)"}.get(
+        use_safetensors, "")
+    more = f" and {len(present) - 4} more" if len(present) > 4 else ""
+    holds = f"; it holds {', '.join(present[:4])}{more}" if present else ""
+    variant_hint = f"; the {variant!r} variant is missing" if variant and present else ""
+    raise FileNotFoundError(f"no weights in {folder}: expected {wanted}{hint}{holds}{variant_hint}")
+
+
+def load_weights(
+    folder: str | os.PathLike, weights_name: str = WEIGHTS_NAME, variant: str | None = None,
+    use_safetensors: bool | None = None,
+) -> dict[str, torch.Tensor]:
+    """Read weights written by `save_weights`, diffusers or transformers: one file or a sharded index,
+    safetensors or (unless `use_safetensors`) a weights-only `.bin`; `variant` picks e.g. the fp16 files."""
+    path = find_weights(folder, weights_name, variant, use_safetensors)
+    files = [path.parent / n for n in _shard_names(path)] if path.suffix == ".json" else [path]
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        state.update(_load_safetensors(file) if file.suffix == ".safetensors" else load_pickled_weights(file))
+    return state
 
 
 def load_torch_checkpoint(path: str | os.PathLike) -> Mapping:
-    """Open a torch pickle (`.pt`/`.pth`) on the CPU with a clear error when it is missing or broken."""
+    """Open a torch pickle (`.pt`/`.pth`) on the CPU with a clear error when it is missing, broken or holds
+    code."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"missing checkpoint file: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"corrupt or unreadable checkpoint {path}: {err}") from err
+    return load_pickled_weights(path)
 
 
 def unwrap_state_dict(checkpoint: Mapping, prefer: tuple[str, ...] = ("ema", "model", "state_dict")) -> dict:

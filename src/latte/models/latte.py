@@ -35,6 +35,7 @@ from torch.utils.checkpoint import checkpoint
 
 from latte.models.embeddings import sincos_1d, sincos_2d, timestep_features
 from latte.models.io import (
+    WEIGHTS_NAME,
     config_from_dict,
     load_strict,
     load_torch_checkpoint,
@@ -158,9 +159,10 @@ class LatteConfig:
         return LATTE_CONFIGS[name](**overrides)
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "LatteConfig":
-        """Build from a config.json dict; keys starting with `_` (class name, versions) are ignored."""
-        return config_from_dict(cls, data, "Latte")
+    def from_dict(cls, data: Mapping, source: str | os.PathLike | None = None) -> "LatteConfig":
+        """Build from a config.json dict (read from `source`, named in errors); keys starting with `_` (class
+        name, versions) are ignored."""
+        return config_from_dict(cls, data, "Latte", source)
 
     def to_dict(self) -> dict:
         """The fields (constructor keywords); `save_pretrained` adds `_class_name` to config.json."""
@@ -603,14 +605,25 @@ class Latte(nn.Module):
 
     # ----------------------------------------------------------------- loading and saving
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, subfolder: str | None = None,
-                        torch_dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
-        """Load our folder format: `config.json` (LatteConfig fields) + safetensors weights."""
-        folder = Path(folder) / (subfolder or "")
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, subfolder: str | None = None,
+                        torch_dtype: torch.dtype | None = None, device: str | torch.device | None = None, *,
+                        variant: str | None = None, use_safetensors: bool | None = None, device_map=None,
+                        **options):
+        """Load our folder format: `config.json` (LatteConfig fields) + weights; a folder or a Hugging Face Hub
+        id, with the keywords of `LatteT2VTransformer.from_pretrained`."""
+        from latte.models.hub import hub_options, resolve_model_folder
+        from latte.models.placement import single_device
+
+        folder = resolve_model_folder(pretrained_model_name_or_path, {"": WEIGHTS_NAME}, subfolder=subfolder,
+                                      variant=variant, use_safetensors=use_safetensors,
+                                      **hub_options(options, "Latte.from_pretrained"))
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
-        config = LatteConfig.from_dict(read_json(folder / "config.json"))
-        return cls.from_state_dict(load_weights(folder), config, str(folder), torch_dtype, device)
+        device = device or single_device(device_map) or "cpu"
+        config_path = folder / "config.json"
+        config = LatteConfig.from_dict(read_json(config_path), config_path)
+        state = load_weights(folder, variant=variant, use_safetensors=use_safetensors)
+        return cls.from_state_dict(state, config, str(folder), torch_dtype, device)
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping, config: LatteConfig, source: str = "state dict",

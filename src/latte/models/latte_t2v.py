@@ -24,6 +24,7 @@ from torch.utils.checkpoint import checkpoint
 
 from latte.models.embeddings import sincos_1d, sincos_2d, timestep_features
 from latte.models.io import (
+    WEIGHTS_NAME,
     config_from_dict,
     load_strict,
     load_torch_checkpoint,
@@ -97,9 +98,10 @@ class LatteT2VConfig:
         return self.in_channels if self.out_channels is None else self.out_channels
 
     @classmethod
-    def from_dict(cls, data: dict) -> "LatteT2VConfig":
-        """Build from a config.json dict; keys starting with `_` (class name, versions) are ignored."""
-        return config_from_dict(cls, data, "Latte transformer")
+    def from_dict(cls, data: dict, source: str | os.PathLike | None = None) -> "LatteT2VConfig":
+        """Build from a config.json dict (read from `source`, named in errors); keys starting with `_` (class
+        name, versions) are ignored."""
+        return config_from_dict(cls, data, "Latte transformer", source)
 
     def to_dict(self) -> dict:
         return {
@@ -551,17 +553,34 @@ class LatteT2VTransformer(nn.Module):
     @classmethod
     def from_pretrained(
         cls,
-        folder: str | os.PathLike,
+        pretrained_model_name_or_path: str | os.PathLike,
         subfolder: str | None = None,
         torch_dtype: torch.dtype | None = None,
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
+        *,
+        variant: str | None = None,
+        use_safetensors: bool | None = None,
+        device_map=None,
+        **options,
     ) -> "LatteT2VTransformer":
-        """Load a diffusers-layout folder (`config.json` + safetensors, single or sharded)."""
-        folder = Path(folder) / (subfolder or "")
+        """Load a diffusers-layout folder (`config.json` + weights, single or sharded), or a Hugging Face Hub id
+        (`"maxin-cn/Latte-1", subfolder="transformer"`) through the hub cache. `variant="fp16"` reads
+        `diffusion_pytorch_model.fp16.safetensors`; `use_safetensors` True/False allows only safetensors/.bin;
+        `device_map` a single device (or "auto"/"balanced": the first GPU, else the CPU). For hub ids:
+        `revision`, `cache_dir`, `local_files_only`, `token`, `force_download`."""
+        from latte.models.hub import hub_options, resolve_model_folder
+        from latte.models.placement import single_device
+
+        folder = resolve_model_folder(pretrained_model_name_or_path, {"": WEIGHTS_NAME}, subfolder=subfolder,
+                                      variant=variant, use_safetensors=use_safetensors,
+                                      **hub_options(options, "LatteT2VTransformer.from_pretrained"))
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
-        config = LatteT2VConfig.from_dict(read_json(folder / "config.json"))
-        return cls.from_state_dict(load_weights(folder), config, str(folder), torch_dtype, device)
+        device = device or single_device(device_map) or "cpu"
+        config_path = folder / "config.json"
+        config = LatteT2VConfig.from_dict(read_json(config_path), config_path)
+        state = load_weights(folder, variant=variant, use_safetensors=use_safetensors)
+        return cls.from_state_dict(state, config, str(folder), torch_dtype, device)
 
     @classmethod
     def from_state_dict(

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import torch
 
+from latte.models.io import find_weights, library_bars_off
 from latte.outputs import write_file
 
 logger = logging.getLogger(__name__)
 
 MAX_TEXT_TOKENS = 120  # Latte-1 / PixArt-alpha token budget per prompt
 TOKENIZER_CLASSES = ("T5Tokenizer", "T5TokenizerFast")
+TEXT_ENCODER_WEIGHTS = "model.safetensors"  # transformers' weights file name
 # T5's fixed special ids; the sentencepiece model we train uses the same layout so T5Tokenizer reads it as is.
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 
@@ -39,7 +41,10 @@ def check_prompts(prompts) -> list[str]:
     )
 
 
-def load_text_components(folder: str | os.PathLike, torch_dtype: torch.dtype | None = None):
+def load_text_components(
+    folder: str | os.PathLike, torch_dtype: torch.dtype | None = None, variant: str | None = None,
+    use_safetensors: bool | None = None,
+):
     """(tokenizer, text_encoder) from a model folder's `tokenizer/` and `text_encoder/` subfolders."""
     from transformers import T5EncoderModel, T5Tokenizer
 
@@ -51,7 +56,7 @@ def load_text_components(folder: str | os.PathLike, torch_dtype: torch.dtype | N
                 f"missing folder {sub}: a Latte-1 model folder has tokenizer/ and text_encoder/"
             )
     tokenizer = load_tokenizer(tok_dir, T5Tokenizer)
-    return tokenizer, load_text_encoder(enc_dir, T5EncoderModel, torch_dtype)
+    return tokenizer, load_text_encoder(enc_dir, T5EncoderModel, torch_dtype, variant, use_safetensors)
 
 
 def load_tokenizer(folder: Path, cls):
@@ -64,13 +69,24 @@ def load_tokenizer(folder: Path, cls):
         raise ValueError(f"cannot load the tokenizer in {folder}{hint}: {err}") from err
 
 
-def load_text_encoder(folder: Path, cls, torch_dtype: torch.dtype | None = None):
+def load_text_encoder(
+    folder: Path, cls, torch_dtype: torch.dtype | None = None, variant: str | None = None,
+    use_safetensors: bool | None = None,
+):
+    """A transformers encoder from `folder`; `variant` (e.g. "fp16") reads `model.fp16.safetensors` (or its
+    shards), `use_safetensors` True/False allows only safetensors/.bin. A missing file is named before
+    transformers runs."""
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"missing file {folder / 'config.json'}")
+    find_weights(folder, TEXT_ENCODER_WEIGHTS, variant, use_safetensors)
     try:
-        return cls.from_pretrained(str(folder), dtype=torch_dtype).eval()
+        with library_bars_off():
+            model = cls.from_pretrained(
+                str(folder), dtype=torch_dtype, variant=variant, use_safetensors=use_safetensors
+            )
+        return model.eval()
     except Exception as err:  # transformers raises many types (OSError, SafetensorError, ...) for a bad file
-        raise ValueError(f"cannot load the text encoder in {folder}: {err}") from err
+        raise ValueError(f"cannot load the text encoder in {folder}: {' '.join(str(err).split())}") from err
 
 
 @torch.no_grad()
@@ -101,10 +117,12 @@ def encode_text(
     for prompt, ids in zip(prompts, untruncated, strict=False):
         if len(ids) > max_length:
             logger.warning("prompt truncated to %d tokens: %r", max_length, prompt)
-    device = text_encoder.device if device is None else device
-    mask = tokens.attention_mask.to(device)
-    embeds = text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0]  # (B, L, C)
-    return embeds, mask.long()
+    # The encoder runs where it lives (it may sit on another GPU than the transformer); results go to `device`.
+    encoder_device = text_encoder.device
+    device = encoder_device if device is None else device
+    mask = tokens.attention_mask.to(encoder_device)
+    embeds = text_encoder(tokens.input_ids.to(encoder_device), attention_mask=mask)[0]  # (B, L, C)
+    return embeds.to(device), mask.to(device).long()
 
 
 def train_tokenizer(texts: Iterable[str], folder: str | os.PathLike, vocab_size: int = 256):

@@ -4,13 +4,35 @@ Videos are (B, 3, F, H, W) in [-1, 1]; latents are (B, C_latent, F, H / s, W / s
 VAE's `scaling_factor` (0.18215 for the SD VAE), with s = `vae_scale_factor(vae)` (8 for the SD VAE).
 """
 
+import logging
 import os
 from pathlib import Path
 
 import torch
 from einops import rearrange
 
+from latte.models.io import WEIGHTS_NAME, find_weights, library_bars_off
+
 SD_VAE_SCALE = 0.18215  # Stable Diffusion VAE latent scaling, used when a config does not name one
+
+
+class _EmptyFloat32Notice(logging.Filter):
+    """diffusers' `ModelMixin.to(dtype)` warns "There are modules in AutoencoderKL that should be kept in
+    float32: []" on every cast, also when that list is empty (nothing is kept in float32): drop only that
+    empty notice, so `pipe.to(torch.bfloat16)` is quiet and a real list still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("should be kept in float32: []" in message and message.startswith("There are modules in"))
+
+
+def _quiet_empty_float32_notice() -> None:
+    source = logging.getLogger("diffusers.models.modeling_utils")  # the logger of ModelMixin.to
+    if not any(isinstance(f, _EmptyFloat32Notice) for f in source.filters):
+        source.addFilter(_EmptyFloat32Notice())
+
+
+_quiet_empty_float32_notice()
 
 
 def vae_scale_factor(vae) -> int:
@@ -22,19 +44,30 @@ def scaling_factor(vae) -> float:
     return getattr(vae.config, "scaling_factor", None) or SD_VAE_SCALE
 
 
-def load_vae(folder: str | os.PathLike, torch_dtype: torch.dtype | None = None):
-    """diffusers `AutoencoderKL` from a folder (`config.json` + weights), with errors that name the file."""
+def load_vae(
+    folder: str | os.PathLike, torch_dtype: torch.dtype | None = None, variant: str | None = None,
+    use_safetensors: bool | None = None,
+):
+    """diffusers `AutoencoderKL` from a folder (`config.json` + weights), with errors that name the file;
+    `variant` and `use_safetensors` as in diffusers."""
     from diffusers import AutoencoderKL
+    from diffusers.utils import is_accelerate_available
 
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"missing file {folder / 'config.json'}")
-    if not any(folder.glob("diffusion_pytorch_model*")):
-        raise FileNotFoundError(f"no weights in {folder}: expected diffusion_pytorch_model.safetensors")
+    find_weights(folder, WEIGHTS_NAME, variant, use_safetensors)
     try:
-        return AutoencoderKL.from_pretrained(str(folder), torch_dtype=torch_dtype).eval()
+        with library_bars_off():
+            vae = AutoencoderKL.from_pretrained(
+                str(folder), torch_dtype=torch_dtype, variant=variant, use_safetensors=use_safetensors,
+                # diffusers asks for accelerate's low-memory loading by default and, without accelerate, warns
+                # in seven lines on every load; measured, accelerate saves nothing on Latte's models.
+                low_cpu_mem_usage=is_accelerate_available(),
+            )
+        return vae.eval()
     except Exception as err:  # diffusers raises many types (OSError, SafetensorError, ...) for a bad file
-        raise ValueError(f"cannot load the VAE in {folder}: {err}") from err
+        raise ValueError(f"cannot load the VAE in {folder}: {' '.join(str(err).split())}") from err
 
 
 def _check_video(video: torch.Tensor, name: str, channels: int) -> None:

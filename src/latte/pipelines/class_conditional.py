@@ -119,12 +119,34 @@ class LatteClassPipeline:
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, torch_dtype: torch.dtype | None = None):
-        """Load `model_index.json`, `transformer/` (our Latte folder), `vae/` (AutoencoderKL), `scheduler/`.
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, torch_dtype: torch.dtype | None = None, *,
+        revision: str | None = None, variant: str | None = None, use_safetensors: bool | None = None,
+        cache_dir: str | os.PathLike | None = None, local_files_only: bool | None = None,
+        token: str | bool | None = None, force_download: bool = False, device_map=None,
+        low_cpu_mem_usage: bool | None = None, **components,
+    ):
+        """Load `model_index.json`, `transformer/` (our Latte folder), `vae/` (AutoencoderKL), `scheduler/`
+        from a folder or a Hugging Face Hub id, with the keywords of `LattePipeline.from_pretrained`.
 
         A folder without `model_index.json` (as `latte export` writes for class-conditional runs) loads too.
         """
-        folder = Path(folder)
+        from latte.models.hub import PIPELINE_WEIGHTS, resolve_model_folder
+        from latte.models.placement import component_devices, module_bytes
+
+        names = ("vae", "transformer", "scheduler")
+        unknown = sorted(set(components) - set(names))
+        if unknown:
+            raise ValueError(
+                f"LatteClassPipeline.from_pretrained does not support {', '.join(unknown)}; it takes revision, "
+                "variant, use_safetensors, cache_dir, local_files_only, token, force_download, device_map and "
+                f"ready components ({', '.join(names)})"
+            )
+        folder = resolve_model_folder(
+            pretrained_model_name_or_path, {k: PIPELINE_WEIGHTS[k] for k in names if k not in components},
+            revision=revision, variant=variant, use_safetensors=use_safetensors, cache_dir=cache_dir,
+            local_files_only=local_files_only, token=token, force_download=force_download,
+        )
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
         if (folder / "model_index.json").is_file():
@@ -132,9 +154,17 @@ class LatteClassPipeline:
             if index.get("_class_name") != PIPELINE_CLASS_NAME:
                 raise ValueError(f"{folder / 'model_index.json'} describes a {index.get('_class_name')!r}, "
                                  f"not a {PIPELINE_CLASS_NAME} (LattePipeline folders: `latte generate`)")
-        return cls(vae=load_vae(folder / "vae", torch_dtype),
-                   transformer=Latte.from_pretrained(folder / "transformer", torch_dtype=torch_dtype),
-                   scheduler=load_scheduler(folder / "scheduler"))
+        weights = dict(variant=variant, use_safetensors=use_safetensors)
+        loaders = {
+            "vae": lambda: load_vae(folder / "vae", torch_dtype, **weights),
+            "transformer": lambda: Latte.from_pretrained(folder / "transformer", torch_dtype=torch_dtype, **weights),
+            "scheduler": lambda: load_scheduler(folder / "scheduler"),
+        }
+        loaded = {name: components[name] if name in components else load() for name, load in loaders.items()}
+        sizes = {name: module_bytes(loaded[name]) for name in ("vae", "transformer")}
+        for name, device in component_devices(device_map, sizes).items():
+            loaded[name] = loaded[name].to(device)
+        return cls(**loaded)
 
     @classmethod
     def from_original(cls, checkpoint: str | os.PathLike, vae, scheduler=None, num_heads: int | None = None,

@@ -291,15 +291,38 @@ class LattePipeline:
     # ------------------------------------------------------------------ loading and saving
     @classmethod
     def from_pretrained(
-        cls, folder: str | os.PathLike, torch_dtype: torch.dtype | None = None
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        torch_dtype: torch.dtype | None = None,
+        *,
+        revision: str | None = None,
+        variant: str | None = None,
+        use_safetensors: bool | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool | None = None,
+        token: str | bool | None = None,
+        force_download: bool = False,
+        device_map=None,
+        low_cpu_mem_usage: bool | None = None,
+        **components,
     ) -> "LattePipeline":
-        """Load a diffusers-layout model folder: `model_index.json` plus `tokenizer/`, `text_encoder/`,
-        `vae/`, `transformer/`, `scheduler/`. `torch_dtype` casts the three models (the scheduler stays
-        float32)."""
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"model folder not found: {folder}")
-        index = read_json(folder / "model_index.json")
+        """Load a diffusers-layout model: `model_index.json` plus `tokenizer/`, `text_encoder/`, `vae/`,
+        `transformer/`, `scheduler/`, from a local folder or a Hugging Face Hub id (`"maxin-cn/Latte-1"`).
+
+        Args:
+            pretrained_model_name_or_path: a folder, or a hub id resolved through the hub cache (see
+                `latte.models.hub`; offline, `HF_HUB_OFFLINE=1`, only a cached snapshot is used).
+            torch_dtype: casts the three models (the scheduler stays float32).
+            revision, cache_dir, local_files_only, token, force_download: as in diffusers, for hub ids.
+            variant: e.g. "fp16": `diffusion_pytorch_model.fp16.safetensors` / `model.fp16.safetensors` (or their
+                shards) for every model; a missing variant file is an error naming it.
+            use_safetensors: None (safetensors, else `.bin`), True (safetensors only), False (`.bin` only).
+            device_map: where the models go (see `latte.models.placement`): a device, "balanced"/"auto"
+                (whole components over the visible GPUs) or `{component: device}`; None leaves them on the CPU.
+            low_cpu_mem_usage: accepted for diffusers compatibility; the transformer is always built without
+                a first random initialisation.
+            components: ready components to use instead of loading them (`transformer=my_transformer`).
+        """
         expected = {
             "tokenizer": TOKENIZER_CLASSES,
             "text_encoder": ("T5EncoderModel",),
@@ -307,9 +330,29 @@ class LattePipeline:
             "transformer": (DIFFUSERS_CLASS_NAME,),
             "scheduler": tuple(scheduler_names()),
         }
+        unknown = sorted(set(components) - set(expected))
+        if unknown:  # diffusers keywords latte has no use for (max_memory, quantization_config, ...) end here
+            raise ValueError(
+                f"LattePipeline.from_pretrained does not support {', '.join(unknown)}; it takes revision, variant, "
+                "use_safetensors, cache_dir, local_files_only, token, force_download, device_map and ready "
+                f"components ({', '.join(expected)})"
+            )
+        from latte.models.hub import PIPELINE_WEIGHTS, resolve_model_folder
+        from latte.models.placement import component_devices, module_bytes
+
+        folder = resolve_model_folder(
+            pretrained_model_name_or_path, {k: v for k, v in PIPELINE_WEIGHTS.items() if k not in components},
+            revision=revision, variant=variant, use_safetensors=use_safetensors, cache_dir=cache_dir,
+            local_files_only=local_files_only, token=token, force_download=force_download,
+        )
+        if not folder.is_dir():
+            raise FileNotFoundError(f"model folder not found: {folder}")
+        index = read_json(folder / "model_index.json")
         for name, allowed in expected.items():
             entry = index.get(name)
-            if not (isinstance(entry, list) and len(entry) == 2 and entry[1] in allowed):
+            if name not in components and not (
+                isinstance(entry, list) and len(entry) == 2 and entry[1] in allowed
+            ):
                 raise ValueError(
                     f"{folder / 'model_index.json'}: component {name!r} is {entry!r}; "
                     f"expected [library, class] with class one of {list(allowed)}"
@@ -319,15 +362,23 @@ class LattePipeline:
         )
         import transformers
 
-        pipe = cls(
-            tokenizer=load_tokenizer(folder / "tokenizer", getattr(transformers, index["tokenizer"][1])),
-            text_encoder=load_text_encoder(folder / "text_encoder", transformers.T5EncoderModel, torch_dtype),
-            vae=load_vae(folder / "vae", torch_dtype),
-            transformer=LatteT2VTransformer.from_pretrained(
-                folder, subfolder="transformer", torch_dtype=torch_dtype
+        weights = dict(variant=variant, use_safetensors=use_safetensors)
+        loaders = {
+            "tokenizer": lambda: load_tokenizer(folder / "tokenizer", getattr(transformers, index["tokenizer"][1])),
+            "text_encoder": lambda: load_text_encoder(
+                folder / "text_encoder", transformers.T5EncoderModel, torch_dtype, **weights
             ),
-            scheduler=load_scheduler(folder / "scheduler"),
-        )
+            "vae": lambda: load_vae(folder / "vae", torch_dtype, **weights),
+            "transformer": lambda: LatteT2VTransformer.from_pretrained(
+                folder, subfolder="transformer", torch_dtype=torch_dtype, **weights
+            ),
+            "scheduler": lambda: load_scheduler(folder / "scheduler"),
+        }
+        loaded = {name: components[name] if name in components else load() for name, load in loaders.items()}
+        sizes = {name: module_bytes(loaded[name]) for name in TORCH_COMPONENTS}
+        for name, device in component_devices(device_map, sizes).items():
+            loaded[name] = loaded[name].to(device)
+        pipe = cls(**loaded)
         pipe.generate_defaults = generate_defaults
         return pipe
 
