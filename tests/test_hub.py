@@ -176,3 +176,14 @@ def test_model_from_pretrained_takes_the_diffusers_keywords(tiny_folder):
         LatteT2VTransformer.from_pretrained(tiny_folder, subfolder="transformer", max_memory={0: "1GB"})
     with pytest.raises(ValueError, match="a single model takes one device"):
         LatteT2VTransformer.from_pretrained(tiny_folder, subfolder="transformer", device_map={"x": "cpu"})
+
+
+def test_cli_generate_takes_a_hub_id(hub_cache, tmp_path, capsys):
+    from latte.cli.main import main
+
+    out = tmp_path / "v.mp4"
+    assert main(["generate", "a red circle", "--model", "maxin-cn/Latte-1", "--steps", "1", "--frames", "1",
+                 "-o", str(out)]) == 0
+    assert out.is_file()
+    assert main(["generate", "a red circle", "--model", "org/missing", "-o", str(out)]) == 2
+    assert "org/missing" in capsys.readouterr().err

@@ -22,7 +22,7 @@ FORMATS = ("mp4", "gif", "png")
 class GenerateOptions:
     prompts: list[str]
     output: str | Path  # one video: .mp4, .gif, or a folder for PNG frames; several: their folder
-    model: Path | None = None  # None: the shipped default model, if installed
+    model: str | Path | None = None  # a folder or hub id; None: the shipped default model
     steps: int | None = None  # None: the folder's default, else 50
     guidance: float | None = None  # None: the folder's default, else 7.5; <= 1 turns guidance off
     seed: int = 0
@@ -66,9 +66,10 @@ def register(subparsers) -> None:
                    help="mp4, gif or png (a folder of frames); default: -o's suffix for one video, else mp4")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output folder even if it holds files latte did not write")
-    p.add_argument("--model", type=Path, default=None,
+    p.add_argument("--model", default=None,
                    help="model folder (model_index.json, transformer/, vae/, text_encoder/, tokenizer/, "
-                   "scheduler/); default: the shipped model, if installed")
+                   "scheduler/) or Hugging Face Hub id (e.g. maxin-cn/Latte-1, from the hub cache when "
+                   "offline); default: the shipped model")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, else 50)")
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale, 1 = off (default: the model's, else 7.5)")
@@ -201,13 +202,15 @@ def single_command(options: GenerateOptions, prompt: str, seed: int, output: str
     return shlex.join(argv)
 
 
-def resolve_model(model: Path | None) -> Path:
-    """The model folder to use: `model`, else the shipped default, else a clear error."""
+def resolve_model(model: str | Path | None) -> str | Path:
+    """The model to load: `model` (a folder, or a Hugging Face Hub id that `from_pretrained` resolves through
+    the hub cache), else the shipped default, else a clear error."""
+    from latte.models.hub import is_repo_id
     from latte.pipelines import default_model_path
 
     if model is not None:
-        if not model.is_dir():
-            raise FileNotFoundError(f"model folder not found: {model}")
+        if not (Path(model).is_dir() or is_repo_id(str(model))):
+            raise FileNotFoundError(f"model folder not found: {model} (nor is it a hub id like org/name)")
         return model
     default = default_model_path()
     if not (default / "model_index.json").is_file():
