@@ -116,7 +116,7 @@ def run_serve(options: ServeOptions) -> int:
         print(f"latte serve: http://{shown}:{port}/ (model {service.model.name}, data in {data_dir}"
               f"{'; add ?access_token=KEY to the URL' if options.api_key else ''})", flush=True)
         logging.getLogger("uvicorn.access").addFilter(_redact_tokens)
-        config = uvicorn.Config(create_app(service, options.api_key), log_config=None,
+        config = uvicorn.Config(create_app(service, options.api_key, owns_service=True), log_config=None,
                                 timeout_graceful_shutdown=2)
         uvicorn.Server(config).run(sockets=[sock])
     finally:

@@ -4,6 +4,7 @@ Errors are `{"error": {"code", "message", "param"}}` with one-line messages that
 """
 
 import asyncio
+import contextlib
 import hmac
 import json
 from importlib import resources
@@ -32,9 +33,18 @@ def _error(status: int, code: str, message: str, param: str | None = None, heade
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def create_app(service: Service, api_key: str | None = None) -> FastAPI:
-    """The ASGI app over a `Service` (started or not: without a worker, jobs stay queued)."""
-    app = FastAPI(title="latte serve", docs_url=None, redoc_url=None, openapi_url=None)
+def create_app(service: Service, api_key: str | None = None, owns_service: bool = False) -> FastAPI:
+    """The ASGI app over a `Service` (started or not: without a worker, jobs stay queued). With
+    `owns_service`, the server's shutdown (Ctrl-C, SIGTERM) stops the service: the job it was running is
+    queued again for the next start."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        if owns_service:
+            await asyncio.to_thread(service.stop)
+
+    app = FastAPI(title="latte serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 
     def require_key(request: Request) -> None:

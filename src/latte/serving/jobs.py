@@ -132,6 +132,15 @@ class JobStore:
             )
             return cur.rowcount == 1
 
+    def requeue(self, job_id: str) -> None:
+        """in_progress -> queued after a clean stop, which does not count as a run."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET status = 'queued', progress = 0, attempts = attempts - 1 "
+                "WHERE id = ? AND status = 'in_progress'",
+                (job_id,),
+            )
+
     def set_progress(self, job_id: str, progress: int) -> None:
         with self._lock:
             self._db.execute("UPDATE jobs SET progress = ? WHERE id = ?", (progress, job_id))
@@ -208,6 +217,7 @@ class Service:
         self._running: str | None = None  # the job the worker is on
         self._cancel_running = False
         self._stopping = False
+        self._closed = False
         self._thread: threading.Thread | None = None
         self._pipe = None
         self._seconds_per_job = 1.0  # a running estimate for Retry-After, updated as jobs complete
@@ -232,6 +242,9 @@ class Service:
 
     def stop(self) -> None:
         """Stop the worker; a job it was running goes back to the queue for the next start."""
+        if self._closed:
+            return
+        self._closed = True
         with self._wake:
             self._stopping = True
             self._wake.notify_all()
@@ -405,7 +418,7 @@ class Service:
         if self._cancel_running:
             return "cancelled"  # the row says so already; no video is written
         if self._stopping:
-            self.store.move(job_id, ("in_progress",), "queued", progress=0)
+            self.store.requeue(job_id)
             return "queued again (server stopping)"
         fps = self.model.defaults["fps"]
         for variant in VARIANTS:
