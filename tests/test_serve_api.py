@@ -11,7 +11,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from latte.cli.main import main  # noqa: E402
-from latte.cli.serve import parse_age  # noqa: E402
+from latte.cli.serve import listen, parse_age  # noqa: E402
 from latte.pipelines import default_model_path  # noqa: E402
 from latte.serving.app import MAX_BODY_BYTES, create_app  # noqa: E402
 from latte.serving.jobs import MAX_ATTEMPTS, JobStore, Service  # noqa: E402
@@ -289,3 +289,12 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         assert main(["serve", "--port", str(port), "--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"latte serve: error: cannot listen on 127.0.0.1:{port}: ") and "\n" not in err
+
+
+def test_the_listening_socket_lets_asyncio_turn_nagle_off():
+    # asyncio sets TCP_NODELAY only on IPPROTO_TCP sockets; without it every response waits ~40 ms for an ACK.
+    sock = listen("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
