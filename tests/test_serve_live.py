@@ -160,7 +160,7 @@ def test_the_page_makes_a_video_in_a_headless_browser(live, tmp_path):
                 video.addEventListener('loadeddata', () => done(check()));
                 video.addEventListener('error', () => done(false));
             })"""
-            assert card.locator("video").evaluate(playable)
+            assert card.locator("video").evaluate(playable) and card.locator("video").is_visible()
             seen = page.evaluate("window.progressSeen")
             assert any(0 < v < 100 for v in seen) and seen[-1] == 100, seen
             assert card.locator(".status").inner_text() == "completed"
