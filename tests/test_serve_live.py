@@ -111,6 +111,15 @@ def test_cancel_stops_a_running_job_at_the_next_step(live):
     assert finished(live.client, submit(live.client, **TINY)["id"])["status"] == "completed"  # worker goes on
 
 
+def test_deleting_a_running_job_stops_it_and_leaves_nothing(live):
+    job = submit(live.client, num_frames=4, height=64, width=64, steps=100)
+    wait_until(lambda: live.client.get(f"/v1/videos/{job['id']}").json()["progress"] > 0, what="progress")
+    assert live.client.delete(f"/v1/videos/{job['id']}").json()["deleted"] is True
+    wait_until(lambda: live.service._running is None, what="the worker to let go of the job")
+    assert live.client.get(f"/v1/videos/{job['id']}").status_code == 404
+    assert not any(live.service.videos.glob(f"{job['id']}*"))
+
+
 def test_a_failing_job_is_failed_with_its_reason_and_the_worker_goes_on(live, monkeypatch):
     import latte.pipelines.export
 

@@ -343,7 +343,10 @@ class Service:
     # ------------------------------------------------------------------ the worker
     def _notify(self) -> None:
         for listener in list(self._listeners):
-            listener.wake()
+            try:
+                listener.wake()
+            except RuntimeError:  # its event loop has closed (the server stopped mid-stream)
+                self._listeners.discard(listener)
 
     def _retry_after(self) -> int:
         """Seconds until a queue slot is likely free: one job's running time, at least 1."""
