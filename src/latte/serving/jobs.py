@@ -93,7 +93,7 @@ class JobStore:
                 return old, False
             queued = self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
             if queued >= max_queued:
-                raise QueueFull(0)
+                raise QueueFull(0)  # the service re-raises it with its Retry-After estimate
             self._db.execute(
                 "INSERT INTO jobs (id, status, params, request, idempotency_key, created_at) "
                 "VALUES (?, 'queued', ?, ?, ?, ?)",
