@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "latte.cli.convert",
     "latte.cli.info",
     "latte.cli.evaluate",
+    "latte.cli.serve",
 ]
 EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130  # 130 = 128 + SIGINT, what shells report for Ctrl-C
 
