@@ -42,3 +42,12 @@ def check_generate_defaults(defaults, source: str = FOLDER_DEFAULTS_KEY) -> dict
             allowed = f"a number in [{MIN_FPS}, {MAX_FPS}]" if key == "fps" else "a finite number"
             raise ValueError(f"{source}: {FOLDER_DEFAULTS_KEY}.{key} must be {allowed}, got {value!r:.80}")
     return dict(defaults)
+
+
+def resolve_settings(folder_defaults: dict, trained_frames: int, trained_size: int, **given) -> dict:
+    """The settings a generation uses: each value in `given` (steps, guidance, frames, height, width, fps) that
+    is not None, else the folder's default, else BUILTIN_DEFAULTS or the transformer's trained frames and size.
+    Keys: those of `given`."""
+    fallback = {**BUILTIN_DEFAULTS, "frames": trained_frames, "height": trained_size, "width": trained_size}
+    return {key: value if value is not None else folder_defaults.get(key, fallback[key])
+            for key, value in given.items()}

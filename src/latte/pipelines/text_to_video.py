@@ -39,7 +39,7 @@ from latte.models.text_encoder import (
 )
 from latte.models.vae import decode_latents, load_vae, vae_scale_factor
 from latte.outputs import write_folder
-from latte.pipelines.defaults import BUILTIN_DEFAULTS, FOLDER_DEFAULTS_KEY, check_generate_defaults
+from latte.pipelines.defaults import FOLDER_DEFAULTS_KEY, check_generate_defaults, resolve_settings
 from latte.pipelines.limits import (
     FINITE_CHECK_EVERY,
     GenerationLimits,
@@ -209,12 +209,10 @@ class LattePipeline:
         else diffusers' (50 steps, guidance 7.5) or the transformer's trained frames and size (16 frames of
         512 x 512 for Latte-1). Keys: steps, guidance, frames, height, width."""
         config = _unwrap(self.transformer).config
-        size = config.sample_size * self.vae_scale_factor
-        fallback = {**BUILTIN_DEFAULTS, "frames": config.video_length, "height": size, "width": size}
-        given = {"steps": num_inference_steps, "guidance": guidance_scale, "frames": video_length,
-                 "height": height, "width": width}
-        return {key: value if value is not None else self._generate_defaults.get(key, fallback[key])
-                for key, value in given.items()}
+        return resolve_settings(
+            self._generate_defaults, config.video_length, config.sample_size * self.vae_scale_factor,
+            steps=num_inference_steps, guidance=guidance_scale, frames=video_length, height=height, width=width,
+        )
 
     @property
     def num_timesteps(self) -> int:

@@ -55,24 +55,18 @@ class Limits:
 
 
 def model_defaults(folder: Path) -> dict:
-    """Generation defaults of a model folder: steps, guidance and fps from `_generate_defaults` in its
-    model_index.json (else `latte generate`'s built-in ones), frames and size from the transformer's config.
+    """Generation defaults of a model folder, read from its JSON files without loading weights: the same values
+    `LattePipeline.generation_settings` gives (the folder's `_generate_defaults`, else the built-in ones and the
+    transformer's trained frames and size), plus fps."""
+    from latte.pipelines.defaults import FOLDER_DEFAULTS_KEY, check_generate_defaults, resolve_settings
 
-    The one place the server learns a model's defaults; the pipeline's own `generate_defaults` can replace it.
-    """
-    from latte.cli.generate import BUILTIN_DEFAULTS, FOLDER_DEFAULTS_KEY
-
-    given = read_json(folder / "model_index.json").get(FOLDER_DEFAULTS_KEY, {})
+    index = folder / "model_index.json"
+    folder_defaults = check_generate_defaults(read_json(index).get(FOLDER_DEFAULTS_KEY, {}), str(index))
     transformer = read_json(folder / "transformer" / "config.json")
-    side = transformer["sample_size"] * vae_factor(folder)
-    return {
-        "steps": given.get("steps", BUILTIN_DEFAULTS["steps"]),
-        "guidance": given.get("guidance", BUILTIN_DEFAULTS["guidance"]),
-        "fps": given.get("fps", BUILTIN_DEFAULTS["fps"]),
-        "frames": given.get("frames", transformer.get("video_length", 16)),
-        "height": given.get("height", side),
-        "width": given.get("width", side),
-    }
+    return resolve_settings(
+        folder_defaults, transformer.get("video_length", 16), transformer["sample_size"] * vae_factor(folder),
+        steps=None, guidance=None, fps=None, frames=None, height=None, width=None,
+    )
 
 
 def vae_factor(folder: Path) -> int:
