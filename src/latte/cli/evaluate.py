@@ -1,12 +1,19 @@
-"""`latte eval adherence`: how well a text-to-video model follows prompts on the synthetic shapes domain."""
+"""`latte eval fvd|fid|is|stats|adherence`: video metrics under a pinned protocol, and prompt adherence on the
+synthetic shapes domain.
+
+    latte eval fvd --real ucf101/train --fake samples/ --detector i3d_torchscript.pt --preset latte-paper -o r.json
+"""
 
 import argparse
+import json
+import sys
 from pathlib import Path
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="evaluate a model (prompt adherence)")
+    p = subparsers.add_parser("eval", help="evaluate a model (FVD, FID, IS, prompt adherence)")
     sub = p.add_subparsers(dest="eval_command", required=True, metavar="METRIC")
+    register_metrics(sub)
     a = sub.add_parser(
         "adherence",
         help="colour / shape / motion accuracy of generated videos on the shapes domain",
@@ -83,4 +90,137 @@ def run_adherence(args: argparse.Namespace) -> int:
     if args.json is not None:
         write_json(args.json, result)
         print(f"wrote {args.json}")
+    return 0
+
+
+METRIC_HELP = {
+    "fvd": "Fréchet video distance (StyleGAN-V's I3D TorchScript)",
+    "fid": "Fréchet inception distance on the frames of the clips (NVIDIA's Inception TorchScript)",
+    "is": "inception score of generated videos (StyleGAN-V's C3D UCF101 TorchScript)",
+    "stats": "compute and save the real statistics of a folder (FVD or FID) for later --real",
+}
+
+
+def register_metrics(sub) -> None:
+    from latte.evaluation.detectors import KINDS
+    from latte.evaluation.protocol import IS_PRESETS, PRESETS
+
+    for metric, help_text in METRIC_HELP.items():
+        m = sub.add_parser(metric, help=help_text, description=f"{help_text}. Every protocol knob is printed and "
+                           "written into the report; every random choice comes from --seed. See docs/evaluation.md.")
+        presets = IS_PRESETS if metric == "is" else PRESETS
+        if metric == "stats":
+            m.add_argument("real", metavar="REAL", help="a folder of videos or of frame folders (<video>/<frame>)")
+            m.add_argument("-o", "--output", required=True, help="the statistics file to write (.npz)")
+            m.add_argument("--metric", choices=("fvd", "fid"), default="fvd", help="whose statistics (default fvd)")
+        else:
+            if metric != "is":
+                m.add_argument("--real", required=True,
+                               help="real data: a folder of videos, a folder of frame folders, or a .npz from "
+                               "`latte eval stats`")
+            m.add_argument("--fake", required=True,
+                           help="generated data: a folder of videos or frame folders (with --model: the folder "
+                           "to generate them into, kept)")
+            m.add_argument("--model", default=None, help="generate the videos here with this model folder first")
+            m.add_argument("--prompt", default=None, help="with --model: the prompt of every generated video")
+            m.add_argument("--overwrite", action="store_true",
+                           help="with --model: replace a --fake folder that holds files latte did not write")
+            m.add_argument("-o", "--output", default=None, help="also write the report to this JSON file")
+        detector = "an I3D, C3D or Inception" if metric == "stats" else KINDS[metric].file_name
+        m.add_argument("--detector", default=None, metavar="FILE", help=f"the TorchScript detector ({detector})")
+        m.add_argument("--preset", choices=list(presets), default="stylegan-v" if metric == "is" else "latte-paper",
+                       help="the protocol (default %(default)s); the flags below change single knobs")
+        m.add_argument("--num-videos", type=int, default=None, metavar="N",
+                       help="real and generated videos (IS: generated videos per repeat); default 2048")
+        m.add_argument("--num-frames", type=int, default=None, help="frames per clip (default 16)")
+        if metric != "is":
+            m.add_argument("--real-stride", type=int, default=None,
+                           help="every k-th real frame (latte-paper 3, 6 for Taichi-HD; stylegan-v 1, shared)")
+        if metric != "stats":
+            m.add_argument("--fake-stride", type=int, default=None, help="every k-th generated frame")
+        m.add_argument("--size", type=int, default=None,
+                       help="centre-crop and LANCZOS-resize frames to this square size; 0: as they are")
+        if metric == "is":
+            m.add_argument("--splits", type=int, default=None, help="splits per repeat (tgan 1, stylegan-v 10)")
+            m.add_argument("--repeats", type=int, default=None,
+                           help="independent sets of --num-videos videos (tgan 10, stylegan-v 1)")
+        m.add_argument("--seed", type=int, default=0,
+                       help="seed of every random choice: which real videos, clip starts; generated video j "
+                       "has seed --seed + j (default 0)")
+        m.add_argument("--batch-size", type=int, default=8, help="videos per detector call (default 8)")
+        m.add_argument("--device", default=None, help="device of the detector and generation (default: cuda if "
+                       "available, else cpu)")
+        m.set_defaults(run=run_metric)
+
+
+def protocol_from_args(args: argparse.Namespace):
+    from latte.evaluation.protocol import make_protocol
+
+    metric = args.metric if args.eval_command == "stats" else args.eval_command
+    knobs = {name: getattr(args, name, None) for name in
+             ("num_videos", "num_frames", "real_stride", "fake_stride", "size", "splits", "repeats")}
+    return metric, make_protocol(metric, args.preset, **knobs)
+
+
+def check_metric_args(args: argparse.Namespace) -> None:
+    """Everything that can be checked before minutes of work: numbers, the detector file, the outputs."""
+    from latte.cli.arguments import check_at_least, check_device, check_seed
+    from latte.evaluation.detectors import check_detector_file
+    from latte.outputs import check_file_target, check_folder_target
+
+    for flag in ("num_videos", "num_frames", "real_stride", "fake_stride", "splits", "repeats", "batch_size"):
+        check_at_least("--" + flag.replace("_", "-"), getattr(args, flag, None), 1)
+    check_at_least("--size", args.size, 0)
+    metric, protocol = protocol_from_args(args)
+    check_seed(args.seed, protocol.num_videos * protocol.repeats)
+    check_device(args.device)
+    check_detector_file(args.detector, metric)
+    if args.output is not None:
+        check_file_target(args.output)
+    if getattr(args, "model", None) is not None:
+        if not args.prompt:
+            raise ValueError("--model needs --prompt TEXT, the prompt of every generated video")
+        check_folder_target(args.fake, args.overwrite)
+    elif getattr(args, "prompt", None) is not None:
+        raise ValueError("--prompt is used only with --model (generating the videos here)")
+    if protocol.splits > protocol.num_videos:
+        raise ValueError(f"--splits {protocol.splits} is more than the {protocol.num_videos} videos per repeat")
+
+
+def generate_fake(args: argparse.Namespace, count: int) -> None:
+    """`count` videos of --model into --fake as PNG frame folders (no lossy re-encoding); video j has seed
+    --seed + j, so any of them can be made again alone."""
+    from latte.cli.generate import GenerateOptions, generate
+
+    generate(GenerateOptions(prompts=[args.prompt], output=args.fake, model=args.model, seed=args.seed,
+                             num_videos=count, format="png", overwrite=args.overwrite, device=args.device))
+
+
+def run_metric(args: argparse.Namespace) -> int:
+    from latte.evaluation import metrics
+    from latte.outputs import write_file
+
+    from latte.cli.arguments import check_device
+
+    check_metric_args(args)
+    args.device = check_device(args.device)
+    metric, protocol = protocol_from_args(args)
+    knobs = " ".join(f"{k}={v}" for k, v in protocol.as_dict().items())
+    print(f"{args.eval_command} protocol: {knobs} seed={args.seed}", file=sys.stderr)
+    common = dict(detector=args.detector, protocol=protocol, seed=args.seed, batch_size=args.batch_size,
+                  device=args.device)
+    if args.eval_command == "stats":
+        result = metrics.real_stats_file(args.real, args.output, metric, **common)
+        print(json.dumps(result))
+        return 0
+    if args.model is not None:
+        generate_fake(args, protocol.num_videos * protocol.repeats)
+    if metric == "is":
+        result = metrics.inception_score(args.fake, **common)
+    else:
+        result = metrics.frechet(metric, args.real, args.fake, **common)
+    line = json.dumps(result)
+    print(line)
+    if args.output is not None:
+        write_file(args.output, lambda tmp: Path(tmp).write_text(line + "\n"))
     return 0

@@ -1,0 +1,184 @@
+"""FVD, FID and IS under a pinned protocol (`latte.evaluation.protocol`), and cached real statistics.
+
+    report = fvd(real="ucf101/train", fake="samples/", detector="i3d_torchscript.pt",
+                 protocol=make_protocol("fvd", "latte-paper"), seed=0)
+
+`real` may also be a statistics file written by `save_stats` (`latte eval stats`); its detector hash and
+real-side protocol knobs must match the run's.
+"""
+
+import json
+import logging
+import os
+import platform
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from latte.evaluation.detectors import Detector
+from latte.evaluation.frechet import FeatureStats, frechet_distance
+from latte.evaluation.protocol import Clip, Protocol, VideoSource, fake_clips, prepare, real_clips
+
+logger = logging.getLogger(__name__)
+
+STATS_FORMAT = 1
+
+
+def features(source: VideoSource, clips: list[Clip], detector: Detector, size: int | None,
+             batch_size: int = 8) -> Iterator[np.ndarray]:
+    """Detector features of `clips`, a batch at a time (float64 rows; one row per frame for FID)."""
+    from tqdm import tqdm
+
+    batch: list[np.ndarray] = []
+
+    def run(batch: list[np.ndarray]) -> np.ndarray:
+        videos = torch.from_numpy(np.stack(batch)).permute(0, 4, 1, 2, 3)  # (B, 3, T, H, W) uint8
+        if detector.kind.per_frame:
+            b, c, t, h, w = videos.shape
+            videos = videos.transpose(1, 2).reshape(b * t, c, h, w)
+        return detector(videos.contiguous())
+
+    for clip in tqdm(clips, desc=f"{detector.kind.metric} features", unit="video", disable=None, leave=False):
+        frames = prepare(source.read(clip), size)
+        if batch and frames.shape != batch[0].shape:  # frames of another size: a batch of their own
+            yield run(batch)
+            batch = []
+        batch.append(frames)
+        if len(batch) == batch_size:
+            yield run(batch)
+            batch = []
+    if batch:
+        yield run(batch)
+
+
+def collect_stats(source: VideoSource, clips: list[Clip], detector: Detector, size: int | None,
+                  batch_size: int) -> FeatureStats:
+    stats = None
+    for rows in features(source, clips, detector, size, batch_size):
+        if stats is None:
+            stats = FeatureStats(rows.shape[1])
+        stats.add(rows)
+    return stats
+
+
+def save_stats(path: str | os.PathLike, stats: FeatureStats, metric: str, detector: Detector,
+               protocol: Protocol, seed: int) -> Path:
+    """Mean, covariance, count, the detector's SHA-256 and the real-side protocol, in one .npz (output rule)."""
+    from latte.outputs import write_file
+
+    mean, cov = stats.mean_cov()
+    meta = {"format": STATS_FORMAT, "metric": metric, "detector_sha256": detector.sha256,
+            "protocol": protocol.real_side(), "preset": protocol.name, "seed": seed, "count": stats.count}
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a path
+            np.savez(f, mean=mean, cov=cov, count=stats.count, meta=json.dumps(meta, sort_keys=True))
+
+    return write_file(path, write)
+
+
+def load_stats(path: str | os.PathLike, metric: str, detector: Detector, protocol: Protocol,
+               seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A statistics file's mean and covariance; an error names the first knob that differs."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            mean, cov, meta = data["mean"], data["cov"], json.loads(str(data["meta"]))
+    except (OSError, KeyError, ValueError) as err:
+        raise ValueError(f"--real {path} is not a statistics file written by `latte eval stats` ({err})") from err
+    wanted = {"metric": metric, "detector_sha256": detector.sha256, "protocol": protocol.real_side(),
+              **({"seed": seed} if protocol.real_selection == "random" else {})}
+    for key, value in wanted.items():
+        if meta.get(key) != value:
+            raise ValueError(f"--real {path} was computed with {key} {json.dumps(meta.get(key))}, this run uses "
+                             f"{json.dumps(value)}; recompute it with `latte eval stats` and this run's options")
+    return mean, cov
+
+
+def real_statistics(real: str | os.PathLike, metric: str, detector: Detector, protocol: Protocol, seed: int,
+                    batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The real mean and covariance: from a statistics file (.npz), else computed from the folder."""
+    if Path(real).suffix == ".npz" and not Path(real).is_dir():
+        if not Path(real).is_file():
+            raise FileNotFoundError(f"--real {real}: no such statistics file")
+        return load_stats(real, metric, detector, protocol, seed)
+    source = VideoSource(real, "--real")
+    stats = collect_stats(source, real_clips(source, protocol, seed), detector, protocol.size, batch_size)
+    return stats.mean_cov()
+
+
+def versions() -> dict:
+    import scipy
+
+    import latte
+
+    return {"latte": latte.__version__, "torch": torch.__version__, "numpy": np.__version__,
+            "scipy": scipy.__version__, "python": platform.python_version()}
+
+
+def report(metric: str, value: float, protocol: Protocol, detector: Detector, seed: int, num_real: int | None,
+           num_fake: int, **extra) -> dict:
+    return {"metric": metric, "value": value, "preset": protocol.as_dict(), "detector": str(detector.path),
+            "detector_sha256": detector.sha256, "num_real": num_real, "num_fake": num_fake, "seed": seed,
+            **extra, "versions": versions()}
+
+
+def frechet(metric: str, real: str | os.PathLike, fake: str | os.PathLike, detector: str | os.PathLike,
+            protocol: Protocol, seed: int = 0, batch_size: int = 8, device: str = "cpu") -> dict:
+    """FVD (`metric="fvd"`, I3D on clips) or FID (`"fid"`, Inception on every frame of each clip)."""
+    det = Detector(detector, metric, device)
+    fake_source = VideoSource(fake, "--fake")
+    clips = fake_clips(fake_source, protocol, protocol.num_videos)  # checked before the long real pass
+    mean_r, cov_r = real_statistics(real, metric, det, protocol, seed, batch_size)
+    fake_stats = collect_stats(fake_source, clips, det, protocol.size, batch_size)
+    value = frechet_distance(mean_r, cov_r, *fake_stats.mean_cov())
+    return report(metric, value, protocol, det, seed, protocol.num_videos, len(clips), real=str(real),
+                  fake=str(fake))
+
+
+def fvd(real, fake, detector, protocol: Protocol, seed: int = 0, batch_size: int = 8, device: str = "cpu") -> dict:
+    return frechet("fvd", real, fake, detector, protocol, seed, batch_size, device)
+
+
+def fid(real, fake, detector, protocol: Protocol, seed: int = 0, batch_size: int = 8, device: str = "cpu") -> dict:
+    return frechet("fid", real, fake, detector, protocol, seed, batch_size, device)
+
+
+def inception_score_of(probs: np.ndarray, splits: int, eps: float = 0.0) -> float:
+    """exp(E_x KL(p(y|x) || p(y))) averaged over `splits` contiguous parts of `probs` (N, classes)."""
+    scores = []
+    for k in range(splits):
+        part = probs[k * len(probs) // splits: (k + 1) * len(probs) // splits] + eps
+        kl = part * (np.log(part) - np.log(part.mean(axis=0, keepdims=True)))
+        scores.append(np.exp(kl.sum(axis=1).mean()))
+    return float(np.mean(scores))
+
+
+def inception_score(fake, detector, protocol: Protocol, seed: int = 0, batch_size: int = 8,
+                    device: str = "cpu") -> dict:
+    """IS of the first `num_videos * repeats` generated videos (sorted order): one score per repeat of
+    `num_videos` videos, each the mean over `splits`; the value is their mean, `std` their spread."""
+    det = Detector(detector, "is", device)
+    source = VideoSource(fake, "--fake")
+    clips = fake_clips(source, protocol, protocol.num_videos * protocol.repeats)
+    probs = np.concatenate(list(features(source, clips, det, protocol.size, batch_size)))
+    if (probs < 0).any() or not np.isfinite(probs).all():
+        raise ValueError(f"--detector {det.path} gave values that are not probabilities (IS needs the C3D "
+                         "TorchScript, whose output is a softmax)")
+    n = protocol.num_videos
+    scores = [inception_score_of(probs[r * n:(r + 1) * n], protocol.splits, protocol.eps)
+              for r in range(protocol.repeats)]
+    return report("is", float(np.mean(scores)), protocol, det, seed, None, len(clips),
+                  std=float(np.std(scores)), scores=scores, fake=str(fake))
+
+
+def real_stats_file(real: str | os.PathLike, output: str | os.PathLike, metric: str, detector: str | os.PathLike,
+                    protocol: Protocol, seed: int = 0, batch_size: int = 8, device: str = "cpu") -> dict:
+    """Compute the real statistics of a folder and save them (`latte eval stats`)."""
+    det = Detector(detector, metric, device)
+    source = VideoSource(real, "--real")
+    stats = collect_stats(source, real_clips(source, protocol, seed), det, protocol.size, batch_size)
+    save_stats(output, stats, metric, det, protocol, seed)
+    return report(f"{metric}-stats", None, protocol, det, seed, protocol.num_videos, 0, real=str(real),
+                  output=str(output))
