@@ -6,7 +6,6 @@ synthetic shapes domain.
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -197,16 +196,15 @@ def generate_fake(args: argparse.Namespace, count: int) -> None:
 
 
 def run_metric(args: argparse.Namespace) -> int:
+    from latte.cli.arguments import check_device
     from latte.evaluation import metrics
     from latte.outputs import write_file
-
-    from latte.cli.arguments import check_device
 
     check_metric_args(args)
     args.device = check_device(args.device)
     metric, protocol = protocol_from_args(args)
     knobs = " ".join(f"{k}={v}" for k, v in protocol.as_dict().items())
-    print(f"{args.eval_command} protocol: {knobs} seed={args.seed}", file=sys.stderr)
+    print(f"{args.eval_command} protocol: {knobs} seed={args.seed}")  # the report (JSON) is the last line
     common = dict(detector=args.detector, protocol=protocol, seed=args.seed, batch_size=args.batch_size,
                   device=args.device)
     if args.eval_command == "stats":

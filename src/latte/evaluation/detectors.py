@@ -12,6 +12,7 @@ tools) call them. Nothing is downloaded; a missing file is a one-line error sayi
 import hashlib
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,7 +79,9 @@ class Detector:
         self.path = check_detector_file(path, metric)
         self.sha256 = file_sha256(self.path)
         try:
-            self.module = torch.jit.load(str(self.path), map_location=device).eval()
+            with warnings.catch_warnings():  # the detectors are TorchScript files: its deprecation is not news here
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.module = torch.jit.load(str(self.path), map_location=device).eval()
         except (RuntimeError, ValueError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ValueError(f"--detector {self.path} is not a TorchScript file torch.jit.load reads ({first}); "
