@@ -253,3 +253,24 @@ def test_bad_input_is_one_line(data, detectors, tmp_path, capsys, argv, message)
     assert code == 2, err
     assert re.search(message, err), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_model_generates_the_fake_videos_here_and_keeps_them(data, detectors, tmp_path, capsys):
+    from tiny_components import build_tiny_pipeline_folder
+
+    real, _ = data
+    model = build_tiny_pipeline_folder(tmp_path / "model", seed=2)
+    argv = ("fvd", "--real", real, "--fake", tmp_path / "generated", "--model", model, "--prompt",
+            "a red circle moves left", "--steps", 2, "--detector", detectors["i3d"], "--num-videos", 3,
+            "--num-frames", 4, "--size", 8, "--seed", 7, "--device", "cpu")
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    report = json.loads(out.splitlines()[-1])
+    assert report["generation"]["seeds"] == [7, 9] and np.isfinite(report["value"])
+    kept = sorted(p.name for p in (tmp_path / "generated").iterdir() if p.is_dir())
+    assert kept == ["000-a-red-circle-moves-left-s7", "001-a-red-circle-moves-left-s8",
+                    "002-a-red-circle-moves-left-s9"]
+    # The fake folder is now an ordinary input: the same number without --model.
+    code, out, _ = run_cli(capsys, "fvd", "--real", real, "--fake", tmp_path / "generated", "--detector",
+                           detectors["i3d"], "--num-videos", 3, "--num-frames", 4, "--size", 8, "--seed", 7)
+    assert json.loads(out.splitlines()[-1])["value"] == report["value"]

@@ -122,6 +122,10 @@ def register_metrics(sub) -> None:
                            "to generate them into, kept)")
             m.add_argument("--model", default=None, help="generate the videos here with this model folder first")
             m.add_argument("--prompt", default=None, help="with --model: the prompt of every generated video")
+            m.add_argument("--steps", type=int, default=None, help="with --model: denoising steps (default: the "
+                           "model's)")
+            m.add_argument("--guidance", type=float, default=None,
+                           help="with --model: classifier-free guidance scale (default: the model's)")
             m.add_argument("--overwrite", action="store_true",
                            help="with --model: replace a --fake folder that holds files latte did not write")
             m.add_argument("-o", "--output", default=None, help="also write the report to this JSON file")
@@ -163,19 +167,24 @@ def protocol_from_args(args: argparse.Namespace):
 
 def check_metric_args(args: argparse.Namespace) -> None:
     """Everything that can be checked before minutes of work: numbers, the detector file, the outputs."""
-    from latte.cli.arguments import check_at_least, check_device, check_seed
+    from latte.cli.arguments import check_at_least, check_device, check_finite, check_seed
     from latte.evaluation.detectors import check_detector_file
     from latte.outputs import check_file_target, check_folder_target
 
     for flag in ("num_videos", "num_frames", "real_stride", "fake_stride", "splits", "repeats", "batch_size"):
         check_at_least("--" + flag.replace("_", "-"), getattr(args, flag, None), 1)
     check_at_least("--size", args.size, 0)
+    check_at_least("--steps", getattr(args, "steps", None), 1)
+    check_finite("--guidance", getattr(args, "guidance", None))
     metric, protocol = protocol_from_args(args)
     check_seed(args.seed, protocol.num_videos * protocol.repeats)
     check_device(args.device)
     check_detector_file(args.detector, metric)
     if args.output is not None:
         check_file_target(args.output)
+    real = getattr(args, "real", None)
+    if real is not None and not (Path(real).is_dir() or Path(real).is_file()):
+        raise FileNotFoundError(f"--real {real}: no such folder or statistics file")
     if getattr(args, "model", None) is not None:
         if not args.prompt:
             raise ValueError("--model needs --prompt TEXT, the prompt of every generated video")
@@ -192,7 +201,8 @@ def generate_fake(args: argparse.Namespace, count: int) -> None:
     from latte.cli.generate import GenerateOptions, generate
 
     generate(GenerateOptions(prompts=[args.prompt], output=args.fake, model=args.model, seed=args.seed,
-                             num_videos=count, format="png", overwrite=args.overwrite, device=args.device))
+                             num_videos=count, format="png", overwrite=args.overwrite, device=args.device,
+                             steps=args.steps, guidance=args.guidance))
 
 
 def run_metric(args: argparse.Namespace) -> int:
@@ -211,12 +221,17 @@ def run_metric(args: argparse.Namespace) -> int:
         result = metrics.real_stats_file(args.real, args.output, metric, **common)
         print(json.dumps(result))
         return 0
+    generation = {}
     if args.model is not None:
-        generate_fake(args, protocol.num_videos * protocol.repeats)
+        count = protocol.num_videos * protocol.repeats
+        generate_fake(args, count)
+        generation = {"generation": {"model": str(args.model), "prompt": args.prompt, "steps": args.steps,
+                                     "guidance": args.guidance, "seeds": [args.seed, args.seed + count - 1]}}
     if metric == "is":
         result = metrics.inception_score(args.fake, **common)
     else:
         result = metrics.frechet(metric, args.real, args.fake, **common)
+    result.update(generation)
     line = json.dumps(result)
     print(line)
     if args.output is not None:
