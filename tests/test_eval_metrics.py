@@ -274,3 +274,42 @@ def test_model_generates_the_fake_videos_here_and_keeps_them(data, detectors, tm
     code, out, _ = run_cli(capsys, "fvd", "--real", real, "--fake", tmp_path / "generated", "--detector",
                            detectors["i3d"], "--num-videos", 3, "--num-frames", 4, "--size", 8, "--seed", 7)
     assert json.loads(out.splitlines()[-1])["value"] == report["value"]
+
+
+def sharded_worker(rank, world, port, real, fake, detectors, out):
+    """One torchrun-like process (gloo on the CPU); target of torch.multiprocessing.spawn."""
+    import os
+
+    import torch.distributed as dist
+
+    from latte.evaluation.metrics import inception_score
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        protocol = make_protocol("fvd", "latte-paper", num_videos=6, num_frames=4, size=8)
+        values = [fvd(real, fake, detectors["i3d"], protocol, seed=5, batch_size=2)["value"],
+                  inception_score(fake, detectors["c3d"], make_protocol("is", "stylegan-v", num_videos=7,
+                                  num_frames=4, splits=2), batch_size=3)["value"]]
+        if rank == 0:
+            out.write_text(json.dumps(values))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_give_the_same_numbers_as_one(data, detectors, tmp_path):
+    import torch.multiprocessing as mp
+
+    from latte.evaluation.metrics import inception_score
+    from training_support import free_port
+
+    real, fake = data
+    one = [fvd(real, fake, detectors["i3d"], make_protocol("fvd", "latte-paper", num_videos=6, num_frames=4,
+                                                           size=8), seed=5, batch_size=2)["value"],
+           inception_score(fake, detectors["c3d"], make_protocol("is", "stylegan-v", num_videos=7, num_frames=4,
+                                                                 splits=2), batch_size=3)["value"]]
+    mp.spawn(sharded_worker, args=(2, free_port(), real, fake, detectors, tmp_path / "two.json"), nprocs=2,
+             join=True)
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert two[0] == pytest.approx(one[0], rel=1e-10)  # statistics summed in another order: float64 rounding
+    assert two[1] == one[1]  # the probabilities gathered in the global order: the very same numbers

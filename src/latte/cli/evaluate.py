@@ -206,20 +206,29 @@ def generate_fake(args: argparse.Namespace, count: int) -> None:
 
 
 def run_metric(args: argparse.Namespace) -> int:
-    from latte.cli.arguments import check_device
+    """One metric; under torchrun (WORLD_SIZE > 1) every rank extracts its share of the features and rank 0
+    prints and writes."""
+    import os
+
     from latte.evaluation import metrics
     from latte.outputs import write_file
 
     check_metric_args(args)
-    args.device = check_device(args.device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and getattr(args, "model", None) is not None:
+        raise ValueError("--model generates on one process: generate first (latte eval ... --model, or latte "
+                         "generate), then run the evaluation under torchrun on the folder")
+    from latte.training.train import init_distributed
+
+    rank = int(os.environ.get("RANK", "0"))
+    _, device = init_distributed(args.device)
     metric, protocol = protocol_from_args(args)
+    say = print if rank == 0 else (lambda *a, **k: None)
     knobs = " ".join(f"{k}={v}" for k, v in protocol.as_dict().items())
-    print(f"{args.eval_command} protocol: {knobs} seed={args.seed}")  # the report (JSON) is the last line
+    say(f"{args.eval_command} protocol: {knobs} seed={args.seed}")  # the report (JSON) is the last line
     common = dict(detector=args.detector, protocol=protocol, seed=args.seed, batch_size=args.batch_size,
-                  device=args.device)
+                  device=str(device))
     if args.eval_command == "stats":
-        result = metrics.real_stats_file(args.real, args.output, metric, **common)
-        print(json.dumps(result))
+        say(json.dumps(metrics.real_stats_file(args.real, args.output, metric, **common)))
         return 0
     generation = {}
     if args.model is not None:
@@ -231,9 +240,9 @@ def run_metric(args: argparse.Namespace) -> int:
         result = metrics.inception_score(args.fake, **common)
     else:
         result = metrics.frechet(metric, args.real, args.fake, **common)
-    result.update(generation)
+    result.update(generation, processes=metrics.shard()[1])
     line = json.dumps(result)
-    print(line)
-    if args.output is not None:
+    say(line)
+    if args.output is not None and rank == 0:
         write_file(args.output, lambda tmp: Path(tmp).write_text(line + "\n"))
     return 0

@@ -26,41 +26,82 @@ logger = logging.getLogger(__name__)
 STATS_FORMAT = 1
 
 
+def shard() -> tuple[int, int]:
+    """(rank, world size) of the torchrun process group this process is in; (0, 1) outside one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def features(source: VideoSource, clips: list[Clip], detector: Detector, size: int | None,
-             batch_size: int = 8) -> Iterator[np.ndarray]:
-    """Detector features of `clips`, a batch at a time (float64 rows; one row per frame for FID)."""
+             batch_size: int = 8) -> Iterator[tuple[int, np.ndarray]]:
+    """(batch index, detector features) of this rank's batches of `clips`: float64 rows, one per clip (per
+    frame for FID). The batches are fixed slices of the global list, dealt round-robin to the ranks, so each
+    clip is in the same batch on 1 or 8 processes."""
     from tqdm import tqdm
 
-    batch: list[np.ndarray] = []
+    rank, world = shard()
+    mine = range(rank, -(-len(clips) // batch_size), world)
 
-    def run(batch: list[np.ndarray]) -> np.ndarray:
-        videos = torch.from_numpy(np.stack(batch)).permute(0, 4, 1, 2, 3)  # (B, 3, T, H, W) uint8
+    def run(frames: list[np.ndarray]) -> np.ndarray:
+        videos = torch.from_numpy(np.stack(frames)).permute(0, 4, 1, 2, 3)  # (B, 3, T, H, W) uint8
         if detector.kind.per_frame:
             b, c, t, h, w = videos.shape
             videos = videos.transpose(1, 2).reshape(b * t, c, h, w)
         return detector(videos.contiguous())
 
-    for clip in tqdm(clips, desc=f"{detector.kind.metric} features", unit="video", disable=None, leave=False):
-        frames = prepare(source.read(clip), size)
-        if batch and frames.shape != batch[0].shape:  # frames of another size: a batch of their own
-            yield run(batch)
-            batch = []
-        batch.append(frames)
-        if len(batch) == batch_size:
-            yield run(batch)
-            batch = []
-    if batch:
-        yield run(batch)
+    bar = tqdm(total=len(mine) * batch_size, desc=f"{detector.kind.metric} features", unit="video",
+               disable=None if rank == 0 else True, leave=False)
+    for index in mine:
+        frames = [prepare(source.read(clip), size) for clip in clips[index * batch_size:(index + 1) * batch_size]]
+        rows, first = [], 0
+        for k in range(1, len(frames) + 1):  # frames of another size than the previous clip's: a call of their own
+            if k == len(frames) or frames[k].shape != frames[first].shape:
+                rows.append(run(frames[first:k]))
+                first = k
+        bar.update(len(frames))
+        yield index, np.concatenate(rows)
+    bar.close()
 
 
 def collect_stats(source: VideoSource, clips: list[Clip], detector: Detector, size: int | None,
                   batch_size: int) -> FeatureStats:
+    """The feature statistics of `clips`, summed over the ranks."""
     stats = None
-    for rows in features(source, clips, detector, size, batch_size):
+    for _, rows in features(source, clips, detector, size, batch_size):
         if stats is None:
             stats = FeatureStats(rows.shape[1])
         stats.add(rows)
+    if shard()[1] > 1:
+        import torch.distributed as dist
+
+        # Ranks without a batch (fewer batches than ranks) still join: their dimension comes from the others.
+        dims = [None] * shard()[1]
+        dist.all_gather_object(dims, None if stats is None else stats.dim)
+        if stats is None:
+            stats = FeatureStats(next(d for d in dims if d is not None))
+        packed = torch.from_numpy(np.concatenate([[stats.count], stats.total, stats.total_outer.ravel()]))
+        packed = packed.to(detector.device)
+        dist.all_reduce(packed)
+        packed = packed.cpu().numpy()
+        stats.count, stats.total = int(round(packed[0])), packed[1:stats.dim + 1]
+        stats.total_outer = packed[stats.dim + 1:].reshape(stats.dim, stats.dim)
     return stats
+
+
+def collect_rows(source: VideoSource, clips: list[Clip], detector: Detector, size: int | None,
+                 batch_size: int) -> np.ndarray:
+    """All detector rows of `clips` in their order, gathered from the ranks."""
+    batches = dict(features(source, clips, detector, size, batch_size))
+    if shard()[1] > 1:
+        import torch.distributed as dist
+
+        gathered = [None] * shard()[1]
+        dist.all_gather_object(gathered, batches)
+        batches = {k: v for part in gathered for k, v in part.items()}
+    return np.concatenate([batches[k] for k in sorted(batches)])
 
 
 def save_stats(path: str | os.PathLike, stats: FeatureStats, metric: str, detector: Detector,
@@ -162,7 +203,7 @@ def inception_score(fake, detector, protocol: Protocol, seed: int = 0, batch_siz
     det = Detector(detector, "is", device)
     source = VideoSource(fake, "--fake")
     clips = fake_clips(source, protocol, protocol.num_videos * protocol.repeats)
-    probs = np.concatenate(list(features(source, clips, det, protocol.size, batch_size)))
+    probs = collect_rows(source, clips, det, protocol.size, batch_size)
     if (probs < 0).any() or not np.isfinite(probs).all():
         raise ValueError(f"--detector {det.path} gave values that are not probabilities (IS needs the C3D "
                          "TorchScript, whose output is a softmax)")
@@ -179,6 +220,7 @@ def real_stats_file(real: str | os.PathLike, output: str | os.PathLike, metric: 
     det = Detector(detector, metric, device)
     source = VideoSource(real, "--real")
     stats = collect_stats(source, real_clips(source, protocol, seed), det, protocol.size, batch_size)
-    save_stats(output, stats, metric, det, protocol, seed)
+    if shard()[0] == 0:
+        save_stats(output, stats, metric, det, protocol, seed)
     return report(f"{metric}-stats", None, protocol, det, seed, protocol.num_videos, 0, real=str(real),
                   output=str(output))
