@@ -9,6 +9,7 @@ tools) call them. Nothing is downloaded; a missing file is a one-line error sayi
   probabilities (the conversion from uint8 happens inside the TorchScript).
 """
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -92,5 +93,18 @@ class Detector:
     @torch.no_grad()
     def __call__(self, batch: torch.Tensor) -> np.ndarray:
         """`batch`: uint8 (B, 3, T, H, W) clips, or (B, 3, H, W) frames for a per-frame detector."""
-        output = self.module(batch.to(self.device), **dict(self.kind.kwargs))
+        with no_tf32():
+            output = self.module(batch.to(self.device), **dict(self.kind.kwargs))
         return output.detach().to("cpu", torch.float64).numpy().reshape(len(batch), -1)
+
+
+@contextlib.contextmanager
+def no_tf32():
+    """Full float32 matmuls and convolutions on CUDA, as Latte's and StyleGAN-V's metric tools set them."""
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
