@@ -313,3 +313,14 @@ def test_two_processes_give_the_same_numbers_as_one(data, detectors, tmp_path):
     two = json.loads((tmp_path / "two.json").read_text())
     assert two[0] == pytest.approx(one[0], rel=1e-10)  # statistics summed in another order: float64 rounding
     assert two[1] == one[1]  # the probabilities gathered in the global order: the very same numbers
+
+
+def test_frame_folders_at_any_depth_sorted_by_path(tmp_path):
+    from latte.evaluation.protocol import VideoSource
+
+    write_frame_folders(tmp_path / "samples" / "chunk01", [3, 3], seed=0)
+    write_frame_folders(tmp_path / "samples" / "chunk00", [4], seed=0)
+    source = VideoSource(tmp_path / "samples", "--fake")
+    assert [p.relative_to(tmp_path / "samples").as_posix() for p in source.items] == [
+        "chunk00/video000", "chunk01/video000", "chunk01/video001"]
+    assert [source.length(i) for i in range(3)] == [4, 3, 3]

@@ -5,7 +5,8 @@ videos, each real clip's start frame) comes from the run's seed, and each video'
 (seed, its index in the sorted listing): the same clips whatever the batch size or the order of the work.
 
 Data: a folder of videos (any format PyAV reads, found recursively, sorted by path), or a folder of frame
-folders (`root/<video>/<frame>.jpg|png`, the Latte / StyleGAN-V layout; frames in sorted name order).
+folders (`root/<video>/<frame>.jpg|png`, the Latte / StyleGAN-V layout, or deeper: every folder that directly
+holds images is one video; videos sorted by path, frames in sorted name order).
 """
 
 import dataclasses
@@ -97,8 +98,7 @@ class VideoSource:
             raise FileNotFoundError(f"{flag} {self.root}: no such folder (a folder of videos, a folder of frame "
                                     "folders, or for --real a statistics .npz)")
         self.videos = _files(self.root, VIDEO_SUFFIXES)
-        self.frame_folders = [] if self.videos else sorted(
-            d for d in self.root.iterdir() if d.is_dir() and _frames_of(d))
+        self.frame_folders = [] if self.videos else _frame_folders(self.root)
         self.items = self.videos or self.frame_folders
         if not self.items:
             raise ValueError(f"{flag} {self.root}: no videos ({', '.join(VIDEO_SUFFIXES)}) and no frame folders "
@@ -128,6 +128,15 @@ class VideoSource:
 
         frames = _frames_of(clip.path)
         return np.stack([np.asarray(Image.open(frames[i]).convert("RGB")) for i in wanted])
+
+
+def _frame_folders(root: Path) -> list[Path]:
+    """The folders under `root` (at any depth, root itself excluded) that directly hold image files, sorted."""
+    found = []
+    for folder, _, names in os.walk(root):
+        if folder != str(root) and any(Path(n).suffix.lower() in IMAGE_SUFFIXES for n in names):
+            found.append(Path(folder))
+    return sorted(found)
 
 
 def _frames_of(folder: Path) -> list[Path]:
