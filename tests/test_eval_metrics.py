@@ -255,25 +255,42 @@ def test_bad_input_is_one_line(data, detectors, tmp_path, capsys, argv, message)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
-def test_model_generates_the_fake_videos_here_and_keeps_them(data, detectors, tmp_path, capsys):
+def test_model_generates_the_fake_videos_here_keeps_them_and_resumes(data, detectors, tmp_path, capsys,
+                                                                     monkeypatch):
+    import latte.cli.generate
     from tiny_components import build_tiny_pipeline_folder
 
     real, _ = data
     model = build_tiny_pipeline_folder(tmp_path / "model", seed=2)
-    argv = ("fvd", "--real", real, "--fake", tmp_path / "generated", "--model", model, "--prompt",
-            "a red circle moves left", "--steps", 2, "--detector", detectors["i3d"], "--num-videos", 3,
-            "--num-frames", 4, "--size", 8, "--seed", 7, "--device", "cpu")
+    generated = tmp_path / "generated"
+    argv = ("fvd", "--real", real, "--fake", generated, "--model", model, "--prompt", "a red circle moves left",
+            "--steps", 2, "--chunk", 2, "--detector", detectors["i3d"], "--num-videos", 3, "--num-frames", 4,
+            "--size", 8, "--seed", 7, "--device", "cpu")
     code, out, err = run_cli(capsys, *argv)
     assert code == 0, err
     report = json.loads(out.splitlines()[-1])
     assert report["generation"]["seeds"] == [7, 9] and np.isfinite(report["value"])
-    kept = sorted(p.name for p in (tmp_path / "generated").iterdir() if p.is_dir())
-    assert kept == ["000-a-red-circle-moves-left-s7", "001-a-red-circle-moves-left-s8",
-                    "002-a-red-circle-moves-left-s9"]
+    kept = sorted(p.relative_to(generated).as_posix() for p in generated.glob("videos-*/**/frame_0000.png"))
+    assert kept == ["videos-000000/000-a-red-circle-moves-left-s7/frame_0000.png",
+                    "videos-000000/001-a-red-circle-moves-left-s8/frame_0000.png", "videos-000002/frame_0000.png"]
     # The fake folder is now an ordinary input: the same number without --model.
-    code, out, _ = run_cli(capsys, "fvd", "--real", real, "--fake", tmp_path / "generated", "--detector",
-                           detectors["i3d"], "--num-videos", 3, "--num-frames", 4, "--size", 8, "--seed", 7)
+    code, out, _ = run_cli(capsys, "fvd", "--real", real, "--fake", generated, "--detector", detectors["i3d"],
+                           "--num-videos", 3, "--num-frames", 4, "--size", 8, "--seed", 7)
     assert json.loads(out.splitlines()[-1])["value"] == report["value"]
+    # A killed run: the last chunk is missing. Only it is made again, with its own seed.
+    import shutil
+
+    shutil.rmtree(generated / "videos-000002")
+    calls = []
+    real_generate = latte.cli.generate.generate
+    monkeypatch.setattr(latte.cli.generate, "generate", lambda options: calls.append(options.seed) or
+                        real_generate(options))
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0 and calls == [9], err
+    assert json.loads(out.splitlines()[-1])["value"] == report["value"]
+    # Another plan refuses the folder.
+    code, _, err = run_cli(capsys, *argv, "--guidance", 3)
+    assert code == 2 and "holds videos of another generation (guidance null, this run 3.0)" in err
 
 
 def sharded_worker(rank, world, port, real, fake, detectors, out):

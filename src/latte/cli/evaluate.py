@@ -119,15 +119,18 @@ def register_metrics(sub) -> None:
                                "`latte eval stats`")
             m.add_argument("--fake", required=True,
                            help="generated data: a folder of videos or frame folders (with --model: the folder "
-                           "to generate them into, kept)")
+                           "to generate them into, kept, resumed when a run was killed)")
             m.add_argument("--model", default=None, help="generate the videos here with this model folder first")
             m.add_argument("--prompt", default=None, help="with --model: the prompt of every generated video")
             m.add_argument("--steps", type=int, default=None, help="with --model: denoising steps (default: the "
                            "model's)")
             m.add_argument("--guidance", type=float, default=None,
                            help="with --model: classifier-free guidance scale (default: the model's)")
+            m.add_argument("--chunk", type=int, default=16, metavar="N",
+                           help="with --model: videos per resumable chunk (default 16)")
             m.add_argument("--overwrite", action="store_true",
-                           help="with --model: replace a --fake folder that holds files latte did not write")
+                           help="with --model: replace a --fake folder that holds files latte did not write, or "
+                           "videos of another generation (default: resume the same one)")
             m.add_argument("-o", "--output", default=None, help="also write the report to this JSON file")
         detector = "an I3D, C3D or Inception" if metric == "stats" else KINDS[metric].file_name
         m.add_argument("--detector", default=None, metavar="FILE", help=f"the TorchScript detector ({detector})")
@@ -171,7 +174,8 @@ def check_metric_args(args: argparse.Namespace) -> None:
     from latte.evaluation.detectors import check_detector_file
     from latte.outputs import check_file_target, check_folder_target
 
-    for flag in ("num_videos", "num_frames", "real_stride", "fake_stride", "splits", "repeats", "batch_size"):
+    for flag in ("num_videos", "num_frames", "real_stride", "fake_stride", "splits", "repeats", "batch_size",
+                 "chunk"):
         check_at_least("--" + flag.replace("_", "-"), getattr(args, flag, None), 1)
     check_at_least("--size", args.size, 0)
     check_at_least("--steps", getattr(args, "steps", None), 1)
@@ -195,18 +199,8 @@ def check_metric_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--splits {protocol.splits} is more than the {protocol.num_videos} videos per repeat")
 
 
-def generate_fake(args: argparse.Namespace, count: int) -> None:
-    """`count` videos of --model into --fake as PNG frame folders (no lossy re-encoding); video j has seed
-    --seed + j, so any of them can be made again alone."""
-    from latte.cli.generate import GenerateOptions, generate
-
-    generate(GenerateOptions(prompts=[args.prompt], output=args.fake, model=args.model, seed=args.seed,
-                             num_videos=count, format="png", overwrite=args.overwrite, device=args.device,
-                             steps=args.steps, guidance=args.guidance))
-
-
 def run_metric(args: argparse.Namespace) -> int:
-    """One metric; under torchrun (WORLD_SIZE > 1) every rank extracts its share of the features and rank 0
+    """One metric; under torchrun (WORLD_SIZE > 1) every rank generates and extracts its share, and rank 0
     prints and writes."""
     import os
 
@@ -214,9 +208,6 @@ def run_metric(args: argparse.Namespace) -> int:
     from latte.outputs import write_file
 
     check_metric_args(args)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and getattr(args, "model", None) is not None:
-        raise ValueError("--model generates on one process: generate first (latte eval ... --model, or latte "
-                         "generate), then run the evaluation under torchrun on the folder")
     from latte.training.train import init_distributed
 
     rank = int(os.environ.get("RANK", "0"))
@@ -232,10 +223,11 @@ def run_metric(args: argparse.Namespace) -> int:
         return 0
     generation = {}
     if args.model is not None:
-        count = protocol.num_videos * protocol.repeats
-        generate_fake(args, count)
-        generation = {"generation": {"model": str(args.model), "prompt": args.prompt, "steps": args.steps,
-                                     "guidance": args.guidance, "seeds": [args.seed, args.seed + count - 1]}}
+        from latte.evaluation.generation import generate_videos
+
+        plan = generate_videos(args.fake, args.model, args.prompt, protocol.num_videos * protocol.repeats,
+                               args.seed, args.steps, args.guidance, str(device), args.chunk, args.overwrite)
+        generation = {"generation": plan}
     if metric == "is":
         result = metrics.inception_score(args.fake, **common)
     else:
