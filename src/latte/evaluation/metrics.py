@@ -43,7 +43,8 @@ def features(source: VideoSource, clips: list[Clip], detector: Detector, size: i
     from tqdm import tqdm
 
     rank, world = shard()
-    mine = range(rank, -(-len(clips) // batch_size), world)
+    batches = [clips[i:i + batch_size] for i in range(0, len(clips), batch_size)]
+    mine = range(rank, len(batches), world)
 
     def run(frames: list[np.ndarray]) -> np.ndarray:
         videos = torch.from_numpy(np.stack(frames)).permute(0, 4, 1, 2, 3)  # (B, 3, T, H, W) uint8
@@ -52,10 +53,10 @@ def features(source: VideoSource, clips: list[Clip], detector: Detector, size: i
             videos = videos.transpose(1, 2).reshape(b * t, c, h, w)
         return detector(videos.contiguous())
 
-    bar = tqdm(total=len(mine) * batch_size, desc=f"{detector.kind.metric} features", unit="video",
+    bar = tqdm(total=sum(len(batches[i]) for i in mine), desc=f"{detector.kind.metric} features", unit="video",
                disable=None if rank == 0 else True, leave=False)
     for index in mine:
-        frames = [prepare(source.read(clip), size) for clip in clips[index * batch_size:(index + 1) * batch_size]]
+        frames = [prepare(source.read(clip), size) for clip in batches[index]]
         rows, first = [], 0
         for k in range(1, len(frames) + 1):  # frames of another size than the previous clip's: a call of their own
             if k == len(frames) or frames[k].shape != frames[first].shape:
