@@ -132,7 +132,8 @@ def register_metrics(sub) -> None:
                            help="with --model: replace a --fake folder that holds files latte did not write, or "
                            "videos of another generation (default: resume the same one)")
             m.add_argument("-o", "--output", default=None, help="also write the report to this JSON file")
-        detector = "an I3D, C3D or Inception" if metric == "stats" else KINDS[metric].file_name
+        detector = (f"{KINDS['fvd'].file_name} for fvd, {KINDS['fid'].file_name} for fid" if metric == "stats"
+                    else KINDS[metric].file_name)
         m.add_argument("--detector", default=None, metavar="FILE", help=f"the TorchScript detector ({detector})")
         m.add_argument("--preset", choices=list(presets), default="stylegan-v" if metric == "is" else "latte-paper",
                        help="the protocol (default %(default)s); the flags below change single knobs")
@@ -206,10 +207,9 @@ def run_metric(args: argparse.Namespace) -> int:
 
     from latte.evaluation import metrics
     from latte.outputs import write_file
-
-    check_metric_args(args)
     from latte.training.train import init_distributed
 
+    check_metric_args(args)
     rank = int(os.environ.get("RANK", "0"))
     _, device = init_distributed(args.device)
     metric, protocol = protocol_from_args(args)
