@@ -341,3 +341,23 @@ def test_frame_folders_at_any_depth_sorted_by_path(tmp_path):
     assert [p.relative_to(tmp_path / "samples").as_posix() for p in source.items] == [
         "chunk00/video000", "chunk01/video000", "chunk01/video001"]
     assert [source.length(i) for i in range(3)] == [4, 3, 3]
+
+
+def test_class_model_draws_seeded_labels(data, detectors, tmp_path, capsys):
+    from latte.evaluation.generation import class_label
+    from test_class_pipeline import tiny_pipeline
+
+    real, _ = data
+    model = tiny_pipeline(num_classes=3).save_pretrained(tmp_path / "model")
+    generated = tmp_path / "generated"
+    argv = ("fvd", "--real", real, "--fake", generated, "--model", model, "--steps", 2, "--chunk", 2,
+            "--detector", detectors["i3d"], "--num-videos", 3, "--num-frames", 4, "--size", 8, "--seed", 4)
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    report = json.loads(out.splitlines()[-1])
+    assert report["generation"]["labels"] == "uniform, seeded" and np.isfinite(report["value"])
+    names = sorted(p.relative_to(generated).as_posix() for p in generated.glob("videos-*/*") if p.is_dir())
+    labels = [class_label(4, j, 3) for j in range(3)]
+    assert names == [f"videos-{j // 2 * 2:06d}/{j:06d}-class{labels[j]:03d}-s{4 + j}" for j in range(3)]
+    code, _, err = run_cli(capsys, *argv, "--prompt", "a cat")
+    assert code == 2 and "takes no --prompt" in err

@@ -121,7 +121,8 @@ def register_metrics(sub) -> None:
                            help="generated data: a folder of videos or frame folders (with --model: the folder "
                            "to generate them into, kept, resumed when a run was killed)")
             m.add_argument("--model", default=None, help="generate the videos here with this model folder first")
-            m.add_argument("--prompt", default=None, help="with --model: the prompt of every generated video")
+            m.add_argument("--prompt", default=None, help="with a text-to-video --model: the prompt of every "
+                           "generated video (class-conditional models draw their labels, seeded)")
             m.add_argument("--steps", type=int, default=None, help="with --model: denoising steps (default: the "
                            "model's)")
             m.add_argument("--guidance", type=float, default=None,
@@ -191,7 +192,12 @@ def check_metric_args(args: argparse.Namespace) -> None:
     if real is not None and not (Path(real).is_dir() or Path(real).is_file()):
         raise FileNotFoundError(f"--real {real}: no such folder or statistics file")
     if getattr(args, "model", None) is not None:
-        if not args.prompt:
+        from latte.evaluation.generation import is_class_model
+
+        if is_class_model(args.model) and args.prompt is not None:
+            raise ValueError(f"--model {args.model} is a class-conditional or unconditional model: it takes no "
+                             "--prompt (class labels are drawn, seeded)")
+        if not is_class_model(args.model) and not args.prompt:
             raise ValueError("--model needs --prompt TEXT, the prompt of every generated video")
         check_folder_target(args.fake, args.overwrite)
     elif getattr(args, "prompt", None) is not None:
