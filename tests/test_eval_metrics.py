@@ -361,3 +361,23 @@ def test_class_model_draws_seeded_labels(data, detectors, tmp_path, capsys):
     assert names == [f"videos-{j // 2 * 2:06d}/{j:06d}-class{labels[j]:03d}-s{4 + j}" for j in range(3)]
     code, _, err = run_cli(capsys, *argv, "--prompt", "a cat")
     assert code == 2 and "takes no --prompt" in err
+
+
+def test_a_killed_run_picks_up_the_stored_features(data, detectors, tmp_path, capsys, monkeypatch):
+    from latte.evaluation.detectors import Detector
+
+    real, fake = data
+    argv = ("fvd", "--real", real, "--fake", fake, "--detector", detectors["i3d"], *SMALL, "--batch-size", 4,
+            "--cache", tmp_path / "features")
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    value = json.loads(out.splitlines()[-1])["value"]
+    stored = sorted((tmp_path / "features").iterdir())
+    assert len(stored) == 4 and all(p.name.startswith("fvd-") for p in stored)  # 2 real + 2 fake batches
+    stored[0].unlink()  # as if killed before that batch: only it is computed again
+    calls = []
+    real_call = Detector.__call__
+    monkeypatch.setattr(Detector, "__call__", lambda self, batch: calls.append(len(batch)) or real_call(self, batch))
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0 and len(calls) == 1, err
+    assert json.loads(out.splitlines()[-1])["value"] == value

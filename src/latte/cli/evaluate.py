@@ -156,6 +156,9 @@ def register_metrics(sub) -> None:
                        help="seed of every random choice: which real videos, clip starts; generated video j "
                        "has seed --seed + j (default 0)")
         m.add_argument("--batch-size", type=int, default=8, help="videos per detector call (default 8)")
+        m.add_argument("--cache", default=None, metavar="DIR",
+                       help="keep each batch's features in this folder, so that a killed run picks up where it "
+                       "stopped (default: none)")
         m.add_argument("--device", default=None, help="device of the detector and generation (default: cuda if "
                        "available, else cpu)")
         m.set_defaults(run=run_metric)
@@ -188,6 +191,10 @@ def check_metric_args(args: argparse.Namespace) -> None:
     check_detector_file(args.detector, metric)
     if args.output is not None:
         check_file_target(args.output)
+    if args.cache is not None:
+        if args.cache == "":
+            raise ValueError("--cache is empty (an unset shell variable?): name a folder")
+        check_file_target(Path(args.cache) / "probe")  # a folder there or to be made, writable
     real = getattr(args, "real", None)
     if real is not None and not (Path(real).is_dir() or Path(real).is_file()):
         raise FileNotFoundError(f"--real {real}: no such folder or statistics file")
@@ -223,7 +230,7 @@ def run_metric(args: argparse.Namespace) -> int:
     knobs = " ".join(f"{k}={v}" for k, v in protocol.as_dict().items())
     say(f"{args.eval_command} protocol: {knobs} seed={args.seed}")  # the report (JSON) is the last line
     common = dict(detector=args.detector, protocol=protocol, seed=args.seed, batch_size=args.batch_size,
-                  device=str(device))
+                  device=str(device), cache=args.cache)
     if args.eval_command == "stats":
         say(json.dumps(metrics.real_stats_file(args.real, args.output, metric, **common)))
         return 0

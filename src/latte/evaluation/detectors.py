@@ -73,7 +73,7 @@ def check_detector_file(path: str | os.PathLike | None, metric: str) -> Path:
 
 
 class Detector:
-    """A loaded TorchScript detector with its file's SHA-256; `features(batch)` gives float64 numpy rows."""
+    """A loaded TorchScript detector with its file's SHA-256; calling it on a batch gives float64 numpy rows."""
 
     def __init__(self, path: str | os.PathLike | None, metric: str, device: str = "cpu"):
         self.kind = KINDS[metric]

@@ -7,11 +7,14 @@
 real-side protocol knobs must match the run's.
 """
 
+import functools
+import hashlib
 import json
 import logging
 import os
 import platform
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,74 +38,101 @@ def shard() -> tuple[int, int]:
     return 0, 1
 
 
-def features(source: VideoSource, clips: list[Clip], detector: Detector, size: int | None,
-             batch_size: int = 8) -> Iterator[tuple[int, np.ndarray]]:
-    """(batch index, detector features) of this rank's batches of `clips`: float64 rows, one per clip (per
-    frame for FID). The batches are fixed slices of the global list, dealt round-robin to the ranks, so each
-    clip is in the same batch on 1 or 8 processes."""
-    from tqdm import tqdm
+def _save_rows(path: str, rows: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would add ".npy" to the temporary name
+        np.save(f, rows)
 
-    rank, world = shard()
-    batches = [clips[i:i + batch_size] for i in range(0, len(clips), batch_size)]
-    mine = range(rank, len(batches), world)
 
-    def run(frames: list[np.ndarray]) -> np.ndarray:
-        videos = torch.from_numpy(np.stack(frames)).permute(0, 4, 1, 2, 3)  # (B, 3, T, H, W) uint8
-        if detector.kind.per_frame:
-            b, c, t, h, w = videos.shape
-            videos = videos.transpose(1, 2).reshape(b * t, c, h, w)
-        return detector(videos.contiguous())
+@dataclass
+class Extraction:
+    """How features are taken: the detector, the frame size, videos per call, and where to keep each batch's
+    features (`cache`, a folder; None: nowhere) so that a killed run picks up where it stopped."""
 
-    bar = tqdm(total=sum(len(batches[i]) for i in mine), desc=f"{detector.kind.metric} features", unit="video",
-               disable=None if rank == 0 else True, leave=False)
-    for index in mine:
-        frames = [prepare(source.read(clip), size) for clip in batches[index]]
+    detector: Detector
+    size: int | None
+    batch_size: int = 8
+    cache: str | os.PathLike | None = None
+
+    def cached(self, batch: list[Clip]) -> Path | None:
+        """The cache file of a batch: named by the detector, the frame size and each clip (path, last change,
+        frames)."""
+        if self.cache is None:
+            return None
+        clips = [[str(c.path.resolve()), c.path.stat().st_mtime_ns, c.start, c.stride, c.num_frames] for c in batch]
+        key = json.dumps([self.detector.sha256, self.size, clips])
+        return Path(self.cache) / f"{self.detector.kind.metric}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.npy"
+
+    def batches(self, source: VideoSource, clips: list[Clip]) -> Iterator[tuple[int, np.ndarray]]:
+        """(batch index, detector features) of this rank's batches of `clips`: float64 rows, one per clip (per
+        frame for FID). The batches are fixed slices of the global list, dealt round-robin to the ranks, so each
+        clip is in the same batch on 1 or 8 processes."""
+        from tqdm import tqdm
+
+        from latte.outputs import write_file
+
+        rank, world = shard()
+        batches = [clips[i:i + self.batch_size] for i in range(0, len(clips), self.batch_size)]
+        mine = range(rank, len(batches), world)
+        bar = tqdm(total=sum(len(batches[i]) for i in mine), desc=f"{self.detector.kind.metric} features",
+                   unit="video", disable=None if rank == 0 else True, leave=False)
+        for index in mine:
+            stored = self.cached(batches[index])
+            if stored is not None and stored.is_file():
+                rows = np.load(stored)
+            else:
+                rows = self.run(source, batches[index])
+                if stored is not None:
+                    write_file(stored, functools.partial(_save_rows, rows=rows))
+            bar.update(len(batches[index]))
+            yield index, rows
+        bar.close()
+
+    def run(self, source: VideoSource, batch: list[Clip]) -> np.ndarray:
+        frames = [prepare(source.read(clip), self.size) for clip in batch]
         rows, first = [], 0
         for k in range(1, len(frames) + 1):  # frames of another size than the previous clip's: a call of their own
             if k == len(frames) or frames[k].shape != frames[first].shape:
-                rows.append(run(frames[first:k]))
+                videos = torch.from_numpy(np.stack(frames[first:k])).permute(0, 4, 1, 2, 3)  # (B, 3, T, H, W)
+                if self.detector.kind.per_frame:
+                    b, c, t, h, w = videos.shape
+                    videos = videos.transpose(1, 2).reshape(b * t, c, h, w)
+                rows.append(self.detector(videos.contiguous()))
                 first = k
-        bar.update(len(frames))
-        yield index, np.concatenate(rows)
-    bar.close()
+        return np.concatenate(rows)
 
+    def stats(self, source: VideoSource, clips: list[Clip]) -> FeatureStats:
+        """The feature statistics of `clips`, summed over the ranks."""
+        stats = None
+        for _, rows in self.batches(source, clips):
+            if stats is None:
+                stats = FeatureStats(rows.shape[1])
+            stats.add(rows)
+        if shard()[1] > 1:
+            import torch.distributed as dist
 
-def collect_stats(source: VideoSource, clips: list[Clip], detector: Detector, size: int | None,
-                  batch_size: int) -> FeatureStats:
-    """The feature statistics of `clips`, summed over the ranks."""
-    stats = None
-    for _, rows in features(source, clips, detector, size, batch_size):
-        if stats is None:
-            stats = FeatureStats(rows.shape[1])
-        stats.add(rows)
-    if shard()[1] > 1:
-        import torch.distributed as dist
+            # Ranks without a batch (fewer batches than ranks) still join: their dimension comes from the others.
+            dims = [None] * shard()[1]
+            dist.all_gather_object(dims, None if stats is None else stats.dim)
+            if stats is None:
+                stats = FeatureStats(next(d for d in dims if d is not None))
+            packed = torch.from_numpy(np.concatenate([[stats.count], stats.total, stats.total_outer.ravel()]))
+            packed = packed.to(self.detector.device)
+            dist.all_reduce(packed)
+            packed = packed.cpu().numpy()
+            stats.count, stats.total = int(round(packed[0])), packed[1:stats.dim + 1]
+            stats.total_outer = packed[stats.dim + 1:].reshape(stats.dim, stats.dim)
+        return stats
 
-        # Ranks without a batch (fewer batches than ranks) still join: their dimension comes from the others.
-        dims = [None] * shard()[1]
-        dist.all_gather_object(dims, None if stats is None else stats.dim)
-        if stats is None:
-            stats = FeatureStats(next(d for d in dims if d is not None))
-        packed = torch.from_numpy(np.concatenate([[stats.count], stats.total, stats.total_outer.ravel()]))
-        packed = packed.to(detector.device)
-        dist.all_reduce(packed)
-        packed = packed.cpu().numpy()
-        stats.count, stats.total = int(round(packed[0])), packed[1:stats.dim + 1]
-        stats.total_outer = packed[stats.dim + 1:].reshape(stats.dim, stats.dim)
-    return stats
+    def rows(self, source: VideoSource, clips: list[Clip]) -> np.ndarray:
+        """All detector rows of `clips` in their order, gathered from the ranks."""
+        batches = dict(self.batches(source, clips))
+        if shard()[1] > 1:
+            import torch.distributed as dist
 
-
-def collect_rows(source: VideoSource, clips: list[Clip], detector: Detector, size: int | None,
-                 batch_size: int) -> np.ndarray:
-    """All detector rows of `clips` in their order, gathered from the ranks."""
-    batches = dict(features(source, clips, detector, size, batch_size))
-    if shard()[1] > 1:
-        import torch.distributed as dist
-
-        gathered = [None] * shard()[1]
-        dist.all_gather_object(gathered, batches)
-        batches = {k: v for part in gathered for k, v in part.items()}
-    return np.concatenate([batches[k] for k in sorted(batches)])
+            gathered = [None] * shard()[1]
+            dist.all_gather_object(gathered, batches)
+            batches = {k: v for part in gathered for k, v in part.items()}
+        return np.concatenate([batches[k] for k in sorted(batches)])
 
 
 def save_stats(path: str | os.PathLike, stats: FeatureStats, metric: str, detector: Detector,
@@ -138,16 +168,15 @@ def load_stats(path: str | os.PathLike, metric: str, detector: Detector, protoco
     return mean, cov
 
 
-def real_statistics(real: str | os.PathLike, metric: str, detector: Detector, protocol: Protocol, seed: int,
-                    batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def real_statistics(real: str | os.PathLike, metric: str, extraction: Extraction, protocol: Protocol,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The real mean and covariance: from a statistics file (.npz), else computed from the folder."""
     if Path(real).suffix == ".npz" and not Path(real).is_dir():
         if not Path(real).is_file():
             raise FileNotFoundError(f"--real {real}: no such statistics file")
-        return load_stats(real, metric, detector, protocol, seed)
+        return load_stats(real, metric, extraction.detector, protocol, seed)
     source = VideoSource(real, "--real")
-    stats = collect_stats(source, real_clips(source, protocol, seed), detector, protocol.size, batch_size)
-    return stats.mean_cov()
+    return extraction.stats(source, real_clips(source, protocol, seed)).mean_cov()
 
 
 def versions() -> dict:
@@ -167,24 +196,26 @@ def report(metric: str, value: float, protocol: Protocol, detector: Detector, se
 
 
 def frechet(metric: str, real: str | os.PathLike, fake: str | os.PathLike, detector: str | os.PathLike,
-            protocol: Protocol, seed: int = 0, batch_size: int = 8, device: str = "cpu") -> dict:
+            protocol: Protocol, seed: int = 0, batch_size: int = 8, device: str = "cpu",
+            cache: str | os.PathLike | None = None) -> dict:
     """FVD (`metric="fvd"`, I3D on clips) or FID (`"fid"`, Inception on every frame of each clip)."""
     det = Detector(detector, metric, device)
+    extraction = Extraction(det, protocol.size, batch_size, cache)
     fake_source = VideoSource(fake, "--fake")
     clips = fake_clips(fake_source, protocol, protocol.num_videos)  # checked before the long real pass
-    mean_r, cov_r = real_statistics(real, metric, det, protocol, seed, batch_size)
-    fake_stats = collect_stats(fake_source, clips, det, protocol.size, batch_size)
+    mean_r, cov_r = real_statistics(real, metric, extraction, protocol, seed)
+    fake_stats = extraction.stats(fake_source, clips)
     value = frechet_distance(mean_r, cov_r, *fake_stats.mean_cov())
     return report(metric, value, protocol, det, seed, protocol.num_videos, len(clips), real=str(real),
                   fake=str(fake))
 
 
-def fvd(real, fake, detector, protocol: Protocol, seed: int = 0, batch_size: int = 8, device: str = "cpu") -> dict:
-    return frechet("fvd", real, fake, detector, protocol, seed, batch_size, device)
+def fvd(real, fake, detector, protocol: Protocol, **options) -> dict:
+    return frechet("fvd", real, fake, detector, protocol, **options)
 
 
-def fid(real, fake, detector, protocol: Protocol, seed: int = 0, batch_size: int = 8, device: str = "cpu") -> dict:
-    return frechet("fid", real, fake, detector, protocol, seed, batch_size, device)
+def fid(real, fake, detector, protocol: Protocol, **options) -> dict:
+    return frechet("fid", real, fake, detector, protocol, **options)
 
 
 def inception_score_of(probs: np.ndarray, splits: int, eps: float = 0.0) -> float:
@@ -197,14 +228,14 @@ def inception_score_of(probs: np.ndarray, splits: int, eps: float = 0.0) -> floa
     return float(np.mean(scores))
 
 
-def inception_score(fake, detector, protocol: Protocol, seed: int = 0, batch_size: int = 8,
-                    device: str = "cpu") -> dict:
+def inception_score(fake, detector, protocol: Protocol, seed: int = 0, batch_size: int = 8, device: str = "cpu",
+                    cache: str | os.PathLike | None = None) -> dict:
     """IS of the first `num_videos * repeats` generated videos (sorted order): one score per repeat of
     `num_videos` videos, each the mean over `splits`; the value is their mean, `std` their spread."""
     det = Detector(detector, "is", device)
     source = VideoSource(fake, "--fake")
     clips = fake_clips(source, protocol, protocol.num_videos * protocol.repeats)
-    probs = collect_rows(source, clips, det, protocol.size, batch_size)
+    probs = Extraction(det, protocol.size, batch_size, cache).rows(source, clips)
     if (probs < 0).any() or not np.isfinite(probs).all():
         raise ValueError(f"--detector {det.path} gave values that are not probabilities (IS needs the C3D "
                          "TorchScript, whose output is a softmax)")
@@ -216,11 +247,12 @@ def inception_score(fake, detector, protocol: Protocol, seed: int = 0, batch_siz
 
 
 def real_stats_file(real: str | os.PathLike, output: str | os.PathLike, metric: str, detector: str | os.PathLike,
-                    protocol: Protocol, seed: int = 0, batch_size: int = 8, device: str = "cpu") -> dict:
+                    protocol: Protocol, seed: int = 0, batch_size: int = 8, device: str = "cpu",
+                    cache: str | os.PathLike | None = None) -> dict:
     """Compute the real statistics of a folder and save them (`latte eval stats`)."""
     det = Detector(detector, metric, device)
     source = VideoSource(real, "--real")
-    stats = collect_stats(source, real_clips(source, protocol, seed), det, protocol.size, batch_size)
+    stats = Extraction(det, protocol.size, batch_size, cache).stats(source, real_clips(source, protocol, seed))
     if shard()[0] == 0:
         save_stats(output, stats, metric, det, protocol, seed)
     return report(f"{metric}-stats", None, protocol, det, seed, protocol.num_videos, 0, real=str(real),
