@@ -238,12 +238,15 @@ def test_a_folder_of_video_files(tmp_path, detectors, capsys):
          r"0 of 10 videos have the 36 frames a 4-frame clip at stride 9 needs"),
         (("fvd", "--detector", "{i3d}", "--prompt", "x"), r"--prompt is used only with --model"),
         (("fvd", "--detector", "{tmp}/file"), r"not a TorchScript file torch\.jit\.load reads"),
+        (("fvd", "--detector", "{c3d}", "--num-videos", "2", "--num-frames", "4"),
+         r"c3d\.pt failed on a FVD batch of shape \(2, 3, 4, 256, 256\) uint8, called as forward\(x, "
+         r"rescale=True, resize=True, return_features=True\)"),
     ],
 )
 def test_bad_input_is_one_line(data, detectors, tmp_path, capsys, argv, message):
     real, fake = data
     (tmp_path / "file").write_text("x")
-    argv = [a.format(tmp=tmp_path, i3d=detectors["i3d"]) for a in argv]
+    argv = [a.format(tmp=tmp_path, i3d=detectors["i3d"], c3d=detectors["c3d"]) for a in argv]
     if argv[0] != "is":
         argv += ["--real", str(real), "--fake", str(fake)]
     try:

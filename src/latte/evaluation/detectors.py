@@ -93,8 +93,16 @@ class Detector:
     @torch.no_grad()
     def __call__(self, batch: torch.Tensor) -> np.ndarray:
         """`batch`: uint8 (B, 3, T, H, W) clips, or (B, 3, H, W) frames for a per-frame detector."""
-        with no_tf32():
-            output = self.module(batch.to(self.device), **dict(self.kind.kwargs))
+        kwargs = dict(self.kind.kwargs)
+        try:
+            with no_tf32():
+                output = self.module(batch.to(self.device), **kwargs)
+        except RuntimeError as err:  # a wrong file (another detector) or an input it cannot take
+            first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+            call = ", ".join(["x", *(f"{k}={v}" for k, v in kwargs.items())])
+            raise ValueError(f"--detector {self.path} failed on a {self.kind.metric.upper()} batch of shape "
+                             f"{tuple(batch.shape)} uint8, called as forward({call}) ({first}); "
+                             f"{self.kind.metric.upper()} uses {self.kind.file_name}: {self.kind.source}") from err
         return output.detach().to("cpu", torch.float64).numpy().reshape(len(batch), -1)
 
 
