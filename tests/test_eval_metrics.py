@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from latte.cli.main import main
-from latte.evaluation.metrics import fvd, inception_score_of
+from latte.evaluation.metrics import fvd, split_scores
 from latte.evaluation.protocol import make_protocol
 
 
@@ -185,6 +185,20 @@ def test_cached_statistics_give_the_same_number_and_must_match(data, detectors, 
         assert code == 2 and err.count("\n") == 1 and re.search(message, err), err
 
 
+def c3d_probs(fake, detector_path, count):
+    """The C3D stand-in on the first `count` videos (4 frames each), one call per video."""
+    c3d = torch.jit.load(str(detector_path))
+    probs = []
+    for video in sorted(fake.iterdir())[:count]:
+        frames = np.stack([np.asarray(Image.open(p)) for p in sorted(video.iterdir())[:4]])
+        probs.append(c3d(torch.from_numpy(frames).permute(3, 0, 1, 2)[None])[0].double().numpy())
+    return np.array(probs)
+
+
+def inception(p):
+    return np.exp((p * (np.log(p) - np.log(p.mean(0)))).sum(1).mean())
+
+
 def test_inception_score_presets(data, detectors, capsys):
     _, fake = data
     code, out, err = run_cli(capsys, "is", "--fake", fake, "--detector", detectors["c3d"], "--preset", "tgan",
@@ -192,23 +206,28 @@ def test_inception_score_presets(data, detectors, capsys):
     assert code == 0, err
     report = json.loads(out.splitlines()[-1])
     assert report["preset"]["eps"] == 1e-20 and report["preset"]["splits"] == 1 and len(report["scores"]) == 2
-    # Independently: the C3D stand-in on the first 6 videos (4 frames each), two loops of 3, one split each.
-    c3d = torch.jit.load(str(detectors["c3d"]))
-    probs = []
-    for video in sorted(fake.iterdir())[:6]:
-        frames = np.stack([np.asarray(Image.open(p)) for p in sorted(video.iterdir())[:4]])
-        probs.append(c3d(torch.from_numpy(frames).permute(3, 0, 1, 2)[None])[0].double().numpy())
-    probs = np.array(probs) + 1e-20
-    scores = [np.exp((p * (np.log(p) - np.log(p.mean(0)))).sum(1).mean()) for p in (probs[:3], probs[3:])]
+    # TGANv2: two loops of 3 videos, one split each, eps 1e-20, mean and std over the loops.
+    probs = c3d_probs(fake, detectors["c3d"], 6) + 1e-20
+    scores = [inception(probs[:3]), inception(probs[3:])]
+    assert report["value"] == pytest.approx(np.mean(scores), rel=1e-6)
+    assert report["std"] == pytest.approx(np.std(scores), rel=1e-5)
+    # StyleGAN-V: 7 videos shuffled with RandomState(42), 3 splits, mean and std over the splits.
+    code, out, err = run_cli(capsys, "is", "--fake", fake, "--detector", detectors["c3d"], "--num-videos", 7,
+                             "--splits", 3, "--num-frames", 4)
+    report = json.loads(out.splitlines()[-1])
+    probs = c3d_probs(fake, detectors["c3d"], 7)
+    np.random.RandomState(42).shuffle(probs)
+    scores = [inception(probs[k * 7 // 3:(k + 1) * 7 // 3]) for k in range(3)]
+    assert report["preset"]["shuffle"] == 42
     assert report["value"] == pytest.approx(np.mean(scores), rel=1e-6)
     assert report["std"] == pytest.approx(np.std(scores), rel=1e-5)
 
 
 def test_inception_score_of_known_distributions():
     one_hot = np.eye(4)[[0, 1, 2, 3, 0, 1, 2, 3]]
-    assert inception_score_of(one_hot + 0.0, splits=1, eps=1e-20) == pytest.approx(4, rel=1e-9)
-    assert inception_score_of(one_hot, splits=2, eps=1e-20) == pytest.approx(4, rel=1e-9)
-    assert inception_score_of(np.full((6, 5), 0.2), splits=3) == pytest.approx(1, rel=1e-12)
+    assert split_scores(one_hot, splits=1, eps=1e-20) == pytest.approx([4], rel=1e-9)
+    assert split_scores(one_hot, splits=2, eps=1e-20) == pytest.approx([4, 4], rel=1e-9)
+    assert split_scores(np.full((6, 5), 0.2), splits=3) == pytest.approx([1, 1, 1], rel=1e-12)
 
 
 def test_a_folder_of_video_files(tmp_path, detectors, capsys):

@@ -218,20 +218,22 @@ def fid(real, fake, detector, protocol: Protocol, **options) -> dict:
     return frechet("fid", real, fake, detector, protocol, **options)
 
 
-def inception_score_of(probs: np.ndarray, splits: int, eps: float = 0.0) -> float:
-    """exp(E_x KL(p(y|x) || p(y))) averaged over `splits` contiguous parts of `probs` (N, classes)."""
+def split_scores(probs: np.ndarray, splits: int, eps: float = 0.0) -> list[float]:
+    """exp(E_x KL(p(y|x) || p(y))) of each of `splits` contiguous parts of `probs` (N, classes)."""
     scores = []
     for k in range(splits):
         part = probs[k * len(probs) // splits: (k + 1) * len(probs) // splits] + eps
         kl = part * (np.log(part) - np.log(part.mean(axis=0, keepdims=True)))
-        scores.append(np.exp(kl.sum(axis=1).mean()))
-    return float(np.mean(scores))
+        scores.append(float(np.exp(kl.sum(axis=1).mean())))
+    return scores
 
 
 def inception_score(fake, detector, protocol: Protocol, seed: int = 0, batch_size: int = 8, device: str = "cpu",
                     cache: str | os.PathLike | None = None) -> dict:
-    """IS of the first `num_videos * repeats` generated videos (sorted order): one score per repeat of
-    `num_videos` videos, each the mean over `splits`; the value is their mean, `std` their spread."""
+    """IS of the first `num_videos * repeats` generated videos (sorted order). Each repeat of `num_videos`
+    videos (rows shuffled first with `RandomState(protocol.shuffle)` where the preset pins one) scores the mean
+    over its `splits`; the value is the mean over repeats. `std` is what each tool reports: the spread over
+    repeats (TGANv2), or with one repeat over its splits (StyleGAN-V)."""
     det = Detector(detector, "is", device)
     source = VideoSource(fake, "--fake")
     clips = fake_clips(source, protocol, protocol.num_videos * protocol.repeats)
@@ -240,10 +242,16 @@ def inception_score(fake, detector, protocol: Protocol, seed: int = 0, batch_siz
         raise ValueError(f"--detector {det.path} gave values that are not probabilities (IS needs the C3D "
                          "TorchScript, whose output is a softmax)")
     n = protocol.num_videos
-    scores = [inception_score_of(probs[r * n:(r + 1) * n], protocol.splits, protocol.eps)
-              for r in range(protocol.repeats)]
-    return report("is", float(np.mean(scores)), protocol, det, seed, None, len(clips),
-                  std=float(np.std(scores)), scores=scores, fake=str(fake))
+    per_split = []
+    for r in range(protocol.repeats):
+        part = probs[r * n:(r + 1) * n].copy()
+        if protocol.shuffle is not None:
+            np.random.RandomState(protocol.shuffle).shuffle(part)
+        per_split.append(split_scores(part, protocol.splits, protocol.eps))
+    scores = [float(np.mean(s)) for s in per_split]
+    std = np.std(scores) if protocol.repeats > 1 else np.std(per_split[0])
+    return report("is", float(np.mean(scores)), protocol, det, seed, None, len(clips), std=float(std),
+                  scores=scores, split_scores=per_split, fake=str(fake))
 
 
 def real_stats_file(real: str | os.PathLike, output: str | os.PathLike, metric: str, detector: str | os.PathLike,

@@ -37,6 +37,7 @@ class Protocol:
     splits: int = 1  # IS only: the score's splits of each repeat
     repeats: int = 1  # IS only: independent sets of num_videos samples (mean and std over them)
     eps: float = 0.0  # IS only: added to the probabilities before the logarithm
+    shuffle: int | None = None  # IS only: the samples are shuffled with numpy RandomState(shuffle) before splitting
 
     def real_side(self) -> dict:
         """The knobs that decide the real statistics: a saved statistics file must match them."""
@@ -57,8 +58,9 @@ PRESETS = {
 IS_PRESETS = {
     # TGANv2: 10 independent loops of 2048 samples, each scored with one split, eps 1e-20.
     "tgan": Protocol("tgan", real_stride=1, size=None, splits=1, repeats=10, eps=1e-20),
-    # StyleGAN-V / Latte's isv2048_ucf: 2048 samples in 10 splits, no eps.
-    "stylegan-v": Protocol("stylegan-v", real_stride=1, size=None, splits=10, repeats=1),
+    # StyleGAN-V / Latte's isv2048_ucf: 2048 samples shuffled with RandomState(42) (a constant of that protocol,
+    # not a run's random choice), in 10 splits, no eps.
+    "stylegan-v": Protocol("stylegan-v", real_stride=1, size=None, splits=10, repeats=1, shuffle=42),
 }
 
 
