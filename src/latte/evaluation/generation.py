@@ -78,9 +78,8 @@ class ClassSampler:
 
 
 def generate_videos(folder: str | os.PathLike, model: str | os.PathLike, prompt: str | None, count: int,
-                    seed: int = 0,
-                    steps: int | None = None, guidance: float | None = None, device: str | None = None,
-                    chunk: int = 16, overwrite: bool = False) -> dict:
+                    seed: int = 0, steps: int | None = None, guidance: float | None = None,
+                    device: str | None = None, chunk: int = 16, overwrite: bool = False) -> dict:
     """Generate the `count` videos into `folder` (those not there yet); returns the plan."""
     from latte.cli.generate import GenerateOptions, generate
     from latte.outputs import write_folder
@@ -94,7 +93,10 @@ def generate_videos(folder: str | os.PathLike, model: str | os.PathLike, prompt:
     except (OSError, ValueError):
         existing = None
     if existing is not None and existing != plan and not overwrite:
-        key = next(k for k in plan if existing.get(k) != plan[k])
+        key = next((k for k in plan if existing.get(k) != plan[k]), None)
+        if key is None:
+            raise ValueError(f"--fake {folder}: {PLAN_FILE} was written by another latte version; name a new "
+                             "folder, or pass --overwrite to replace it")
         raise ValueError(f"--fake {folder} holds videos of another generation ({key} {json.dumps(existing.get(key))}"
                          f", this run {json.dumps(plan[key])}); name a new folder, or pass --overwrite to replace it")
     rank, world = shard()
