@@ -1,12 +1,18 @@
-"""`latte eval adherence`: how well a text-to-video model follows prompts on the synthetic shapes domain."""
+"""`latte eval fvd|fid|is|stats|adherence`: video metrics under a pinned protocol, and prompt adherence on the
+synthetic shapes domain.
+
+    latte eval fvd --real ucf101/train --fake samples/ --detector i3d_torchscript.pt --preset latte-paper -o r.json
+"""
 
 import argparse
+import json
 from pathlib import Path
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="evaluate a model (prompt adherence)")
+    p = subparsers.add_parser("eval", help="evaluate a model (FVD, FID, IS, prompt adherence)")
     sub = p.add_subparsers(dest="eval_command", required=True, metavar="METRIC")
+    register_metrics(sub)
     a = sub.add_parser(
         "adherence",
         help="colour / shape / motion accuracy of generated videos on the shapes domain",
@@ -83,4 +89,165 @@ def run_adherence(args: argparse.Namespace) -> int:
     if args.json is not None:
         write_json(args.json, result)
         print(f"wrote {args.json}")
+    return 0
+
+
+METRIC_HELP = {
+    "fvd": "Fréchet video distance (StyleGAN-V's I3D TorchScript)",
+    "fid": "Fréchet inception distance on the frames of the clips (NVIDIA's Inception TorchScript)",
+    "is": "inception score of generated videos (StyleGAN-V's C3D UCF101 TorchScript)",
+    "stats": "compute and save the real statistics of a folder (FVD or FID) for later --real",
+}
+
+
+def register_metrics(sub) -> None:
+    from latte.evaluation.detectors import KINDS
+    from latte.evaluation.protocol import IS_PRESETS, PRESETS
+
+    for metric, help_text in METRIC_HELP.items():
+        m = sub.add_parser(metric, help=help_text, description=f"{help_text}. Every protocol knob is printed and "
+                           "written into the report; every random choice comes from --seed. See docs/evaluation.md.")
+        presets = IS_PRESETS if metric == "is" else PRESETS
+        if metric == "stats":
+            m.add_argument("real", metavar="REAL", help="a folder of videos or of frame folders (<video>/<frame>)")
+            m.add_argument("-o", "--output", required=True, help="the statistics file to write (.npz)")
+            m.add_argument("--metric", choices=("fvd", "fid"), default="fvd", help="whose statistics (default fvd)")
+        else:
+            if metric != "is":
+                m.add_argument("--real", required=True,
+                               help="real data: a folder of videos, a folder of frame folders, or a .npz from "
+                               "`latte eval stats`")
+            m.add_argument("--fake", required=True,
+                           help="generated data: a folder of videos or frame folders (with --model: the folder "
+                           "to generate them into, kept, resumed when a run was killed)")
+            m.add_argument("--model", default=None, help="generate the videos here with this model folder first")
+            m.add_argument("--prompt", default=None, help="with a text-to-video --model: the prompt of every "
+                           "generated video (class-conditional models draw their labels, seeded)")
+            m.add_argument("--steps", type=int, default=None, help="with --model: denoising steps (default: the "
+                           "model's)")
+            m.add_argument("--guidance", type=float, default=None,
+                           help="with --model: classifier-free guidance scale (default: the model's)")
+            m.add_argument("--chunk", type=int, default=16, metavar="N",
+                           help="with --model: videos per resumable chunk (default 16)")
+            m.add_argument("--overwrite", action="store_true",
+                           help="with --model: replace a --fake folder that holds files latte did not write, or "
+                           "videos of another generation (default: resume the same one)")
+            m.add_argument("-o", "--output", default=None, help="also write the report to this JSON file")
+        detector = (f"{KINDS['fvd'].file_name} for fvd, {KINDS['fid'].file_name} for fid" if metric == "stats"
+                    else KINDS[metric].file_name)
+        m.add_argument("--detector", default=None, metavar="FILE", help=f"the TorchScript detector ({detector})")
+        m.add_argument("--preset", choices=list(presets), default="stylegan-v" if metric == "is" else "latte-paper",
+                       help="the protocol (default %(default)s); the flags below change single knobs")
+        m.add_argument("--num-videos", type=int, default=None, metavar="N",
+                       help="real and generated videos (IS: generated videos per repeat); default 2048")
+        m.add_argument("--num-frames", type=int, default=None, help="frames per clip (default 16)")
+        if metric != "is":
+            m.add_argument("--real-stride", type=int, default=None,
+                           help="every k-th real frame (latte-paper 3, 6 for Taichi-HD; stylegan-v 1, shared)")
+        if metric != "stats":
+            m.add_argument("--fake-stride", type=int, default=None, help="every k-th generated frame")
+        m.add_argument("--size", type=int, default=None,
+                       help="centre-crop and LANCZOS-resize frames to this square size; 0: as they are")
+        if metric == "is":
+            m.add_argument("--splits", type=int, default=None, help="splits per repeat (tgan 1, stylegan-v 10)")
+            m.add_argument("--repeats", type=int, default=None,
+                           help="independent sets of --num-videos videos (tgan 10, stylegan-v 1)")
+        m.add_argument("--seed", type=int, default=0,
+                       help="seed of every random choice: which real videos, clip starts; generated video j "
+                       "has seed --seed + j (default 0)")
+        m.add_argument("--batch-size", type=int, default=8, help="videos per detector call (default 8)")
+        m.add_argument("--cache", default=None, metavar="DIR",
+                       help="keep each batch's features in this folder, so that a killed run picks up where it "
+                       "stopped (default: none)")
+        m.add_argument("--device", default=None, help="device of the detector and generation (default: cuda if "
+                       "available, else cpu)")
+        m.set_defaults(run=run_metric)
+
+
+def protocol_from_args(args: argparse.Namespace):
+    from latte.evaluation.protocol import make_protocol
+
+    metric = args.metric if args.eval_command == "stats" else args.eval_command
+    knobs = {name: getattr(args, name, None) for name in
+             ("num_videos", "num_frames", "real_stride", "fake_stride", "size", "splits", "repeats")}
+    return metric, make_protocol(metric, args.preset, **knobs)
+
+
+def check_metric_args(args: argparse.Namespace) -> None:
+    """Everything that can be checked before minutes of work: numbers, the detector file, the outputs."""
+    from latte.cli.arguments import check_at_least, check_device, check_finite, check_seed
+    from latte.evaluation.detectors import check_detector_file
+    from latte.outputs import check_file_target, check_folder_target
+
+    for flag in ("num_videos", "num_frames", "real_stride", "fake_stride", "splits", "repeats", "batch_size",
+                 "chunk"):
+        check_at_least("--" + flag.replace("_", "-"), getattr(args, flag, None), 1)
+    check_at_least("--size", args.size, 0)
+    check_at_least("--steps", getattr(args, "steps", None), 1)
+    check_finite("--guidance", getattr(args, "guidance", None))
+    metric, protocol = protocol_from_args(args)
+    check_seed(args.seed, protocol.num_videos * protocol.repeats)
+    check_device(args.device)
+    check_detector_file(args.detector, metric)
+    if args.output is not None:
+        check_file_target(args.output)
+    if args.cache is not None:
+        if args.cache == "":
+            raise ValueError("--cache is empty (an unset shell variable?): name a folder")
+        check_file_target(Path(args.cache) / "probe")  # a folder there or to be made, writable
+    real = getattr(args, "real", None)
+    if real is not None and not (Path(real).is_dir() or Path(real).is_file()):
+        raise FileNotFoundError(f"--real {real}: no such folder or statistics file")
+    if getattr(args, "model", None) is not None:
+        from latte.evaluation.generation import is_class_model
+
+        if is_class_model(args.model) and args.prompt is not None:
+            raise ValueError(f"--model {args.model} is a class-conditional or unconditional model: it takes no "
+                             "--prompt (class labels are drawn, seeded)")
+        if not is_class_model(args.model) and not args.prompt:
+            raise ValueError("--model needs --prompt TEXT, the prompt of every generated video")
+        check_folder_target(args.fake, args.overwrite)
+    elif getattr(args, "prompt", None) is not None:
+        raise ValueError("--prompt is used only with --model (generating the videos here)")
+    if protocol.splits > protocol.num_videos:
+        raise ValueError(f"--splits {protocol.splits} is more than the {protocol.num_videos} videos per repeat")
+
+
+def run_metric(args: argparse.Namespace) -> int:
+    """One metric; under torchrun (WORLD_SIZE > 1) every rank generates and extracts its share, and rank 0
+    prints and writes."""
+    import os
+
+    from latte.evaluation import metrics
+    from latte.outputs import write_file
+    from latte.training.train import init_distributed
+
+    check_metric_args(args)
+    rank = int(os.environ.get("RANK", "0"))
+    _, device = init_distributed(args.device)
+    metric, protocol = protocol_from_args(args)
+    say = print if rank == 0 else (lambda *a, **k: None)
+    knobs = " ".join(f"{k}={v}" for k, v in protocol.as_dict().items())
+    say(f"{args.eval_command} protocol: {knobs} seed={args.seed}")  # the report (JSON) is the last line
+    common = dict(detector=args.detector, protocol=protocol, seed=args.seed, batch_size=args.batch_size,
+                  device=str(device), cache=args.cache)
+    if args.eval_command == "stats":
+        say(json.dumps(metrics.real_stats_file(args.real, args.output, metric, **common)))
+        return 0
+    generation = {}
+    if args.model is not None:
+        from latte.evaluation.generation import generate_videos
+
+        plan = generate_videos(args.fake, args.model, args.prompt, protocol.num_videos * protocol.repeats,
+                               args.seed, args.steps, args.guidance, str(device), args.chunk, args.overwrite)
+        generation = {"generation": plan}
+    if metric == "is":
+        result = metrics.inception_score(args.fake, **common)
+    else:
+        result = metrics.frechet(metric, args.real, args.fake, **common)
+    result.update(generation, processes=metrics.shard()[1])
+    line = json.dumps(result)
+    say(line)
+    if args.output is not None and rank == 0:
+        write_file(args.output, lambda tmp: Path(tmp).write_text(line + "\n"))
     return 0
