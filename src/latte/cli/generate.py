@@ -91,7 +91,7 @@ def generate(options: GenerateOptions) -> Path:
     from latte.models.io import read_json
     from latte.pipelines import LattePipeline
     from latte.pipelines.export import check_output_path, export_video
-    from latte.pipelines.text_to_video import make_scheduler
+    from latte.pipelines.schedulers import make_scheduler
 
     check_output_path(options.output)  # before minutes of work, not after
     if options.teacache < 0:

@@ -85,7 +85,7 @@ def sample(options: SampleOptions) -> list[Path]:
     import torch
 
     from latte.pipelines.export import export_video
-    from latte.pipelines.text_to_video import make_scheduler
+    from latte.pipelines.schedulers import make_scheduler
 
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[options.dtype]
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -24,14 +24,8 @@ from latte.models.io import read_json, write_json
 from latte.models.latte import CLASS_NAME, Latte
 from latte.models.vae import decode_latents, load_vae, vae_scale_factor
 from latte.outputs import write_folder
-from latte.pipelines.text_to_video import (
-    LEARNED_VARIANCE_SCHEDULERS,
-    OUTPUT_TYPES,
-    LattePipeline,
-    LattePipelineOutput,
-    load_scheduler,
-    uses_learned_variance,
-)
+from latte.pipelines.schedulers import LEARNED_VARIANCE_SCHEDULERS, load_scheduler, uses_learned_variance
+from latte.pipelines.text_to_video import OUTPUT_TYPES, LattePipeline, LattePipelineOutput
 
 logger = logging.getLogger(__name__)
 

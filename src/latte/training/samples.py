@@ -14,7 +14,8 @@ class SampleRenderer:
 
     def __init__(self, cfg, device: torch.device):
         from latte.pipelines.class_conditional import LatteClassPipeline, paper_scheduler
-        from latte.pipelines.text_to_video import LattePipeline, make_scheduler
+        from latte.pipelines.schedulers import make_scheduler
+        from latte.pipelines.text_to_video import LattePipeline
         from latte.training.export import scheduler_config
         from latte.training.train import load_frozen
 
