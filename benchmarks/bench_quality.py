@@ -158,7 +158,7 @@ def main() -> int:
         if not trained:
             raise SystemExit("--schedulers measures adherence: it needs a trained shapes model")
         from latte.evaluation.adherence import evaluate_adherence
-        from latte.pipelines.text_to_video import make_scheduler
+        from latte.pipelines.schedulers import make_scheduler
 
         print("\n| scheduler | steps | adherence (all three) | seconds |")
         print("|---|---|---|---|")

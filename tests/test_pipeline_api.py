@@ -9,7 +9,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from latte import LattePipeline
-from latte.pipelines.text_to_video import make_scheduler
+from latte.pipelines.schedulers import make_scheduler
 from tiny_components import build_tiny_components, build_tiny_pipeline_folder
 
 

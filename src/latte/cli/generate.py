@@ -79,7 +79,8 @@ def register(subparsers) -> None:
     p.add_argument("--width", type=int, default=None, help="pixels (default: the model's trained size)")
     p.add_argument("--negative-prompt", default="", help='text to steer away from (default "")')
     p.add_argument("--scheduler", default=None,
-                   help="diffusers scheduler class, e.g. DPMSolverMultistepScheduler (default: the model's)")
+                   help="diffusers scheduler class, e.g. DDIMScheduler (default: the model's); without --steps it "
+                   "runs at its recommended step count (latte.pipelines.schedulers.RECOMMENDED_STEPS)")
     p.add_argument("--dtype", choices=DTYPES, default="fp32", help="model dtype (default fp32)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--fps", type=float, default=None, help="frames per second of the video (default 8)")
@@ -124,6 +125,7 @@ def check_options(options: GenerateOptions) -> None:
     """Everything that can be checked before the model is loaded: prompts, numbers, device."""
     from latte.cli.arguments import check_at_least, check_device, check_finite, check_seed
     from latte.pipelines.export import check_fps
+    from latte.pipelines.schedulers import recommended_steps
 
     if not options.prompts:
         raise ValueError("no prompt: give one or more PROMPTs, or --prompts FILE")
@@ -142,6 +144,8 @@ def check_options(options: GenerateOptions) -> None:
     if options.fps is not None:
         check_fps(options.fps)
     check_seed(options.seed, options.num_videos)
+    if options.scheduler is not None:
+        recommended_steps(options.scheduler)  # an unknown or unsupported name fails here, before loading
     check_device(options.device)
 
 
@@ -230,7 +234,7 @@ def generate(options: GenerateOptions) -> list[tuple[Path, str]]:
     from latte.pipelines import LattePipeline
     from latte.pipelines.defaults import BUILTIN_DEFAULTS
     from latte.pipelines.export import export_video
-    from latte.pipelines.text_to_video import make_scheduler
+    from latte.pipelines.schedulers import make_scheduler, recommended_steps
 
     check_options(options)  # before minutes of work, not after
     check_outputs(options)
@@ -241,8 +245,11 @@ def generate(options: GenerateOptions) -> list[tuple[Path, str]]:
     start = time.perf_counter()
     transformers.utils.logging.disable_progress_bar()  # per-tensor "Loading weights" bars: noise here
     pipe = LattePipeline.from_pretrained(model, torch_dtype=dtype).to(device)
+    steps = options.steps
     if options.scheduler:
         pipe.scheduler = make_scheduler(options.scheduler, pipe.scheduler.config)
+        if steps is None:  # the folder's step count suits its own scheduler; this one was measured at its own
+            steps = recommended_steps(options.scheduler)
     if options.teacache:
         from latte.acceleration.cache import TeaCache
 
@@ -253,7 +260,7 @@ def generate(options: GenerateOptions) -> list[tuple[Path, str]]:
     if options.no_memory_check:
         pipe.limits.max_memory_fraction = None
     # Flags left unset take the model folder's defaults (pipe.generate_defaults), else diffusers'.
-    chosen = pipe.generation_settings(options.steps, options.guidance, options.frames, options.height,
+    chosen = pipe.generation_settings(steps, options.guidance, options.frames, options.height,
                                       options.width)
     logger.info("%s: %d frames, %d steps of %s, guidance %s, seed %d", model, chosen["frames"], chosen["steps"],
                 type(pipe.scheduler).__name__, chosen["guidance"], options.seed)

@@ -110,7 +110,7 @@ def sample(options: SampleOptions) -> list[Path]:
     from latte.cli.arguments import check_device
     from latte.outputs import write_folder
     from latte.pipelines.export import export_video
-    from latte.pipelines.text_to_video import make_scheduler
+    from latte.pipelines.schedulers import make_scheduler
 
     check_options(options)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[options.dtype]

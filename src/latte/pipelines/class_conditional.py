@@ -33,14 +33,8 @@ from latte.pipelines.limits import (
     check_work_size,
     estimate_memory,
 )
-from latte.pipelines.text_to_video import (
-    LEARNED_VARIANCE_SCHEDULERS,
-    OUTPUT_TYPES,
-    LattePipeline,
-    LattePipelineOutput,
-    load_scheduler,
-    uses_learned_variance,
-)
+from latte.pipelines.schedulers import LEARNED_VARIANCE_SCHEDULERS, load_scheduler, uses_learned_variance
+from latte.pipelines.text_to_video import OUTPUT_TYPES, LattePipeline, LattePipelineOutput
 
 logger = logging.getLogger(__name__)
 

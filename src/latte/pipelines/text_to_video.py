@@ -50,6 +50,7 @@ from latte.pipelines.limits import (
     estimate_memory,
 )
 from latte.pipelines.offload import SequentialOffload, check_execution_device
+from latte.pipelines.schedulers import keep_latte_settings, load_scheduler, scheduler_names, uses_learned_variance
 
 logger = logging.getLogger(__name__)
 
@@ -57,54 +58,6 @@ PIPELINE_CLASS_NAME = "LattePipeline"
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 CALLBACK_TENSOR_INPUTS = ("latents", "prompt_embeds", "negative_prompt_embeds")
 TORCH_COMPONENTS = ("text_encoder", "transformer", "vae")
-# Schedulers whose step() takes the 2C-channel output and uses the variance half itself (learned variance).
-LEARNED_VARIANCE_SCHEDULERS = ("DDPMScheduler", "DDPMParallelScheduler")
-# Schedulers that, told `variance_type: learned*`, keep the first 3 channels (an RGB-pixel assumption) and so
-# break on 4-channel latents; the pipeline gives them epsilon only, so that key is dropped from their config.
-RGB_CUT_SCHEDULERS = (
-    "DPMSolverMultistepScheduler",
-    "DPMSolverMultistepInverseScheduler",
-    "DPMSolverSinglestepScheduler",
-    "SASolverScheduler",
-)
-LEARNED_VARIANCE = ("learned", "learned_range")
-
-
-def scheduler_names() -> list[str]:
-    """Scheduler classes a model folder may name (diffusers' Karras-compatible family)."""
-    from diffusers.schedulers import KarrasDiffusionSchedulers
-
-    return sorted(e.name for e in KarrasDiffusionSchedulers)
-
-
-def make_scheduler(name: str, config: dict):
-    """diffusers scheduler `name` built from a config dict (another scheduler's config works)."""
-    allowed = scheduler_names()
-    if name not in allowed:
-        raise ValueError(f"unknown scheduler {name!r}; allowed: {', '.join(allowed)}")
-    import diffusers
-
-    return getattr(diffusers, name).from_config(config)
-
-
-def load_scheduler(folder: str | os.PathLike):
-    """The scheduler saved in `folder/scheduler_config.json`, by its `_class_name`."""
-    path = Path(folder) / "scheduler_config.json"
-    config = read_json(path)
-    try:
-        return make_scheduler(config.get("_class_name", ""), config)
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from err
-
-
-def uses_learned_variance(scheduler) -> bool:
-    """Learned sigma by channel count: a 2C-channel model output goes whole only to schedulers that use the
-    variance half (never decided by the config's `variance_type` alone); every other one gets the C epsilon
-    channels."""
-    return (
-        type(scheduler).__name__ in LEARNED_VARIANCE_SCHEDULERS
-        and scheduler.config.get("variance_type") in LEARNED_VARIANCE
-    )
 
 
 def _unwrap(module):
@@ -157,13 +110,7 @@ class LattePipeline:
 
     @scheduler.setter
     def scheduler(self, scheduler):
-        if (
-            type(scheduler).__name__ in RGB_CUT_SCHEDULERS
-            and scheduler.config.get("variance_type") in LEARNED_VARIANCE
-        ):
-            # Latte-1's published config has `variance_type: learned_range`, which a swap to DPM-Solver keeps.
-            scheduler = type(scheduler).from_config({**scheduler.config, "variance_type": None})
-        self._scheduler = scheduler
+        self._scheduler = keep_latte_settings(scheduler)
 
     @property
     def components(self) -> dict:

@@ -395,7 +395,7 @@ class Service:
         import torch
 
         from latte.pipelines.export import export_video
-        from latte.pipelines.text_to_video import make_scheduler
+        from latte.pipelines.schedulers import make_scheduler
 
         params = json.loads(self.store.get(job_id)["params"])
         pipe = self._pipe

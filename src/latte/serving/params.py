@@ -87,7 +87,7 @@ class ModelInfo:
 
     @classmethod
     def from_folder(cls, folder: Path) -> "ModelInfo":
-        from latte.pipelines.text_to_video import scheduler_names
+        from latte.pipelines.schedulers import scheduler_names
 
         folder = Path(folder)
         patch = read_json(folder / "transformer" / "config.json")["patch_size"]

@@ -19,7 +19,8 @@ class SampleRenderer:
 
     def __init__(self, cfg, device: torch.device):
         from latte.pipelines.class_conditional import LatteClassPipeline, paper_scheduler
-        from latte.pipelines.text_to_video import LattePipeline, make_scheduler
+        from latte.pipelines.schedulers import make_scheduler
+        from latte.pipelines.text_to_video import LattePipeline
 
         self.cfg, self.device = cfg, device
         self.vae, text = load_frozen(cfg, device)
