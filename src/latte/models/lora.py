@@ -189,13 +189,12 @@ def unfuse(model: nn.Module) -> None:
 
 
 def unload(model: nn.Module) -> None:
-    """Remove every adapter: each LoRA layer is replaced by its base linear (unfused first)."""
+    """Remove every adapter: each LoRA layer is replaced by its base linear. Fused adapters stay in the weights
+    (as in diffusers: `fuse` then `unload` gives a plain model with the adapters built in)."""
     from peft.tuners.lora import LoraLayer
 
     for name, module in list(model.named_modules()):
         if isinstance(module, LoraLayer):
-            if module.merged:
-                module.unmerge()
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent), child, module.get_base_layer())
     if hasattr(model, "peft_config"):

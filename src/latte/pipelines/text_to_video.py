@@ -432,7 +432,8 @@ class LattePipeline:
         unfuse(_unwrap(self.transformer))
 
     def unload_lora_weights(self) -> None:
-        """Remove every adapter; the transformer is the base model again (bit for bit unless it was fused)."""
+        """Remove every adapter: the transformer is the base model again, bit for bit, or after `fuse_lora` a
+        plain model with the fused adapters built in."""
         from latte.models.lora import unload
 
         unload(_unwrap(self.transformer))
