@@ -76,11 +76,10 @@ def adapter_state_dict(model: nn.Module, adapter_name: str = "default") -> dict[
 def save_adapter(folder: Path, config, weights: dict[str, torch.Tensor]) -> None:
     """Write `weights` (as `adapter_state_dict` gives them) and `config` into `folder` in peft's format; the
     caller creates the folder (by the output rule, `latte.outputs.write_folder`)."""
-    from safetensors.torch import save_file
+    from latte.models.io import save_weights
 
     config.save_pretrained(str(folder))
-    tensors = {PEFT_PREFIX + key: value.detach().cpu().contiguous() for key, value in weights.items()}
-    save_file(tensors, str(Path(folder) / WEIGHTS_NAME), metadata={"format": "pt"})
+    save_weights({PEFT_PREFIX + key: value for key, value in weights.items()}, folder, WEIGHTS_NAME)
 
 
 def read_adapter(path: str | os.PathLike):
