@@ -43,6 +43,7 @@ class GenerateOptions:
     max_frames: int | None = None  # None: the pipeline's limit (latte.pipelines.limits.GenerationLimits)
     max_size: int | None = None
     no_memory_check: bool = False
+    lora: tuple[str, ...] = ()  # LoRA adapter folders, each "PATH" or "PATH:SCALE"
 
 
 def register(subparsers) -> None:
@@ -93,6 +94,8 @@ def register(subparsers) -> None:
                    help="refuse a height or width above this (default: the pipeline's limit, 8192)")
     p.add_argument("--no-memory-check", action="store_true",
                    help="run even when the estimated memory exceeds what the device has free")
+    p.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]",
+                   help="apply a LoRA adapter folder (`latte export --lora`) at SCALE (default 1); repeatable")
     p.set_defaults(run=lambda args: run_generate(options_from_args(args)))
 
 
@@ -147,6 +150,24 @@ def check_options(options: GenerateOptions) -> None:
     if options.scheduler is not None:
         recommended_steps(options.scheduler)  # an unknown or unsupported name fails here, before loading
     check_device(options.device)
+    for spec in options.lora:
+        lora_spec(spec)
+
+
+def lora_spec(spec: str) -> tuple[Path, float]:
+    """`--lora PATH[:SCALE]` as (adapter folder, scale); the folder must hold an adapter config."""
+    from latte.cli.arguments import check_finite
+    from latte.models.lora import CONFIG_NAME
+
+    path, sep, tail = spec.rpartition(":")
+    try:
+        path, scale = (Path(path), float(tail)) if sep else (Path(spec), 1.0)
+    except ValueError:  # a ":" that is part of the path
+        path, scale = Path(spec), 1.0
+    check_finite("--lora scale", scale)
+    if not (path / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"--lora {spec}: {path} is not a LoRA adapter folder (no {CONFIG_NAME} in it)")
+    return path, scale
 
 
 def video_kind(path: Path) -> str:
@@ -203,6 +224,8 @@ def single_command(options: GenerateOptions, prompt: str, seed: int, output: str
     for flag, value in flags.items():
         if value is not None:
             argv += [flag, str(value)]
+    for spec in options.lora:
+        argv += ["--lora", spec]
     return shlex.join(argv)
 
 
@@ -245,6 +268,10 @@ def generate(options: GenerateOptions) -> list[tuple[Path, str]]:
     start = time.perf_counter()
     transformers.utils.logging.disable_progress_bar()  # per-tensor "Loading weights" bars: noise here
     pipe = LattePipeline.from_pretrained(model, torch_dtype=dtype).to(device)
+    if options.lora:
+        for i, (path, scale) in enumerate(map(lora_spec, options.lora)):
+            pipe.load_lora_weights(path, adapter_name=f"lora{i}", scale=scale)
+        pipe.fuse_lora()  # plain-linear speed while generating
     steps = options.steps
     if options.scheduler:
         pipe.scheduler = make_scheduler(options.scheduler, pipe.scheduler.config)

@@ -1,5 +1,5 @@
 """Training commands: `latte train CONFIG [key=value ...]`, `latte cache CONFIG [key=value ...]`,
-`latte export RUN_DIR -o FOLDER [--overwrite]`."""
+`latte export RUN_DIR -o FOLDER [--lora] [--overwrite]`."""
 
 import argparse
 import contextlib
@@ -37,6 +37,12 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint file (default: the newest)")
     p.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA")
     p.add_argument(
+        "--lora",
+        action="store_true",
+        help="a LoRA run: write its adapter (peft format: adapter_config.json, adapter_model.safetensors) "
+        "instead of a model folder with the adapter fused in",
+    )
+    p.add_argument(
         "--overwrite", action="store_true", help="replace an existing output folder that latte did not write"
     )
     p.set_defaults(run=run_export)
@@ -72,6 +78,8 @@ def run_cache(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from latte.training.export import export_run
 
-    output = export_run(args.run_dir, args.output, args.checkpoint, use_ema=not args.raw, overwrite=args.overwrite)
+    output = export_run(
+        args.run_dir, args.output, args.checkpoint, use_ema=not args.raw, overwrite=args.overwrite, lora=args.lora
+    )
     print(f"wrote {output}")
     return 0

@@ -31,9 +31,11 @@ def linear(x: torch.Tensor, layer: nn.Linear, gelu: str | None = None) -> torch.
     measured. With autograd, on other devices and under torch.compile (which fuses by itself) it is the plain
     ops; the two agree to float rounding.
     """
+    layer = _plain(layer)
     w = layer.weight
     if (
         _ONEDNN_LINEAR
+        and isinstance(layer, nn.Linear)  # not a peft LoRA layer: its forward adds the adapters
         and x.device.type == "cpu"
         and x.dtype == w.dtype
         and x.dtype in _ONEDNN_DTYPES
@@ -44,6 +46,17 @@ def linear(x: torch.Tensor, layer: nn.Linear, gelu: str | None = None) -> torch.
         return torch.ops.mkldnn._linear_pointwise(x, w, layer.bias, activation, [], gelu or "")
     out = layer(x)
     return out if gelu is None else F.gelu(out, approximate=gelu)
+
+
+def _plain(layer: nn.Module) -> nn.Module:
+    """The base linear of a peft LoRA layer whose adapters add nothing now (fused into the base weight, or all
+    at weight 0), so that it takes the fast path; any other layer as it is."""
+    base = getattr(layer, "base_layer", None)
+    if base is None or layer.disable_adapters:
+        return layer
+    if layer.merged or all(layer.scaling.get(name, 0) == 0 for name in layer.active_adapters):
+        return base
+    return layer
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -349,6 +349,42 @@ class LattePipeline:
         with self._sequential.originals() if self._sequential is not None else contextlib.nullcontext():
             return write_folder(folder, fill, overwrite)
 
+    # ------------------------------------------------------------------ LoRA adapters (latte.models.lora)
+    def load_lora_weights(
+        self, path: str | os.PathLike, adapter_name: str | None = None, scale: float = 1.0
+    ) -> None:
+        """Load a LoRA adapter folder (peft's format, as `latte export --lora` writes) onto the transformer, active
+        with weight `scale` beside the adapters already loaded; `adapter_name` defaults to the folder's name."""
+        from latte.models.lora import load_adapter
+
+        load_adapter(_unwrap(self.transformer), path, adapter_name or Path(path).name, scale)
+
+    def set_adapters(self, adapter_names: str | list[str], adapter_weights: float | list[float] | None = None):
+        """Make these adapters the active ones, with these weights (default: as loaded)."""
+        from latte.models.lora import set_adapters
+
+        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        weights = [adapter_weights] * len(names) if isinstance(adapter_weights, (int, float)) else adapter_weights
+        set_adapters(_unwrap(self.transformer), names, weights)
+
+    def fuse_lora(self) -> None:
+        """Add the active adapters into the transformer's weights: plain speed, same outputs (float rounding)."""
+        from latte.models.lora import fuse
+
+        fuse(_unwrap(self.transformer))
+
+    def unfuse_lora(self) -> None:
+        from latte.models.lora import unfuse
+
+        unfuse(_unwrap(self.transformer))
+
+    def unload_lora_weights(self) -> None:
+        """Remove every adapter: the transformer is the base model again, bit for bit, or after `fuse_lora` a
+        plain model with the fused adapters built in."""
+        from latte.models.lora import unload
+
+        unload(_unwrap(self.transformer))
+
     # ------------------------------------------------------------------ text
     def encode_prompt(
         self,

@@ -22,7 +22,9 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
 _PATTERN = re.compile(r"step-(\d+)\.pt")
 # Settings a resumed run cannot change: they shape the model, or change what it learns to predict.
-RESUME_FIXED = ("model.type", "model.name", "model.args", "data.num_frames", "data.size", "train.prediction_type")
+RESUME_FIXED = (
+    "model.type", "model.name", "model.args", "data.num_frames", "data.size", "train.prediction_type", "train.lora"
+)
 
 
 def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:

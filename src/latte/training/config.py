@@ -68,6 +68,22 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class LoraSettings:
+    """LoRA fine-tuning (peft): only the adapters train, the pretrained model stays frozen."""
+
+    rank: int = 0  # 0 = off (full fine-tuning); Latte-1: 8-64
+    alpha: float | None = None  # the adapters' scale is alpha / rank; default alpha = rank (scale 1)
+    dropout: float = 0.0  # on the adapters' input
+    # Module name suffixes to adapt: the attention projections of both block kinds; add "ff.net.0.proj" and
+    # "ff.net.2" for the feed-forward layers too.
+    targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+
+    @property
+    def enabled(self) -> bool:
+        return self.rank > 0
+
+
+@dataclass(frozen=True)
 class TrainSettings:
     steps: int = 1000  # optimizer steps
     batch_size: int = 8  # global batch per optimizer step (all ranks and accumulation micro-steps)
@@ -89,6 +105,7 @@ class TrainSettings:
     # sqrt(1 - abar) x0), which weights the nearly-pure-noise timesteps enough for a small model to learn the
     # mean there; export writes it into the scheduler config, so every diffusers sampler follows.
     prediction_type: str = "epsilon"
+    lora: LoraSettings = field(default_factory=LoraSettings)
     seed: int = 0
     parallel: str = "ddp"  # under torchrun: "ddp", or "fsdp" for models that do not fit one device
     device: str | None = None  # default: cuda when available, else cpu
@@ -171,6 +188,17 @@ class Config:
             raise ValueError(
                 "model.pretrained takes the sizes from the pretrained model: leave model.args and "
                 "model.name empty"
+            )
+        lora = t.lora
+        _check("train.lora.rank", lora.rank, lora.rank >= 0, ">= 0 (0 = full fine-tuning)")
+        if lora.alpha is not None:
+            _check("train.lora.alpha", lora.alpha, 0 < lora.alpha < math.inf, "a finite number > 0, or null")
+        _check("train.lora.dropout", lora.dropout, 0 <= lora.dropout < 1, "in [0, 1)")
+        _check("train.lora.targets", list(lora.targets), len(lora.targets) > 0, "a non-empty list of module names")
+        if lora.enabled and (m.type != "t2v" or not m.pretrained):
+            raise ValueError(
+                "train.lora adapts a pretrained text-to-video model: it needs model.type=t2v and model.pretrained "
+                f"(got model.type={m.type!r}, model.pretrained={m.pretrained!r})"
             )
         if d.use_image_num and (m.type != "latte" or not d.image_root):
             raise ValueError(

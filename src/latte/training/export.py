@@ -56,10 +56,14 @@ def export_run(
     checkpoint: str | os.PathLike | None = None,
     use_ema: bool = True,
     overwrite: bool = False,
+    lora: bool = False,
 ) -> Path:
     """Write the model of `run_dir` (its newest readable checkpoint, or `checkpoint`) as a model folder `output`,
     by the output rule (`latte.outputs.write_folder`): an existing folder latte did not write is replaced only
-    with `overwrite`."""
+    with `overwrite`.
+
+    A LoRA run (`train.lora`) gives its adapter in peft's format with `lora=True` (`latte export --lora`), else
+    a whole model folder with the adapter fused into the pretrained weights."""
     run_dir = Path(run_dir)
     output = check_folder_target(output, overwrite)
     if checkpoint is None:
@@ -73,8 +77,24 @@ def export_run(
         state = load_torch_checkpoint(checkpoint)
         check_training_checkpoint(state, checkpoint)
     cfg = config_from_dict(state["config"])
+    if lora and not cfg.train.lora.enabled:
+        raise ValueError(f"{checkpoint} is from a full fine-tuning run (no train.lora): export it without --lora")
     model = build_model(cfg, state["latent_shape"], state["text_dim"])
-    model.load_state_dict(state["ema" if use_ema else "model"])
+    weights = state["ema" if use_ema else "model"]
+    if cfg.train.lora.enabled:
+        from latte.models.lora import adapter_state_dict, fuse, save_adapter, unload
+        from latte.training.lora import apply_lora, run_lora_config
+
+        apply_lora(model, cfg).load_state_dict(weights, strict=False)
+        if lora:
+            adapter = adapter_state_dict(model)
+            output = write_folder(output, lambda folder: save_adapter(folder, run_lora_config(cfg), adapter), overwrite)
+            logger.info("exported the LoRA adapter of %s (step %d) to %s", checkpoint, state["step"], output)
+            return output
+        fuse(model)
+        unload(model)
+    else:
+        model.load_state_dict(weights)
     components = Path(cfg.components) if cfg.components else None
     if components is None or not components.is_dir():
         raise FileNotFoundError(

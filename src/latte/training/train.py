@@ -7,7 +7,6 @@ processes with the same global batch, sees exactly the same samples and noise.
 """
 
 import contextlib
-import copy
 import logging
 import math
 import os
@@ -38,6 +37,7 @@ from latte.training.checkpoint import (
 from latte.training.config import Config, save_config
 from latte.training.export import export_run
 from latte.training.lock import run_folder_lock
+from latte.training.lora import apply_lora, make_ema, trained_names
 from latte.training.model import build_model, load_frozen
 from latte.training.samples import SAMPLES_DIR, SampleRenderer
 
@@ -67,7 +67,8 @@ def lr_at(step: int, t) -> float:
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """ema = decay * ema + (1 - decay) * model, parameter by parameter."""
     for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-        e.lerp_(_full(p.detach()).to(e.dtype), 1 - decay)
+        if e is not p:  # a LoRA run's EMA shares the frozen weights
+            e.lerp_(_full(p.detach()).to(e.dtype), 1 - decay)
 
 
 def _full(tensor: torch.Tensor) -> torch.Tensor:
@@ -469,9 +470,10 @@ def check_resumable(cfg: Config, path: Path, state: dict) -> None:
         )
 
 
-def check_weights_fit(model: nn.Module, weights: dict, path: Path) -> None:
-    """Fail in one line when a checkpoint's weights do not fit the model built from the config."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+def check_weights_fit(model: nn.Module, weights: dict, path: Path, names: list[str] | None = None) -> None:
+    """Fail in one line when a checkpoint's weights (all, or those `names` lists) do not fit the model built
+    from the config."""
+    expected = {k: tuple(v.shape) for k, v in _state_dict(model, names).items()}
     found = {k: tuple(v.shape) for k, v in weights.items()}
     differ = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
     if differ:
@@ -504,26 +506,31 @@ def _train(cfg: Config, ranks: Dist, device: torch.device) -> dict:
     # 2. Model and EMA (resumed from the newest checkpoint of the run folder, if any), optimizer, objective.
     #    The resolved config is written once the checkpoint is known to fit.
     torch.manual_seed(t.seed)
-    model = build_model(cfg, cache.meta["latent_shape"], cache.meta["text_dim"]).to(device)
+    model = build_model(cfg, cache.meta["latent_shape"], cache.meta["text_dim"])
+    fsdp = ranks.world > 1 and t.parallel == "fsdp"
+    # LoRA: only the adapter trains, is averaged and is saved; the frozen base is model.pretrained.
+    saved = None
+    if t.lora.enabled:
+        saved = trained_names(apply_lora(model, cfg))
+    model = model.to(device)
     if t.gradient_checkpointing:
         model.enable_gradient_checkpointing()
-    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    ema = make_ema(model, share_frozen=not fsdp)
     start, state = 0, None
     if latest is not None:
         path, state = latest
-        check_weights_fit(model, state["model"], path)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
+        check_weights_fit(model, state["model"], path, saved)
+        model.load_state_dict(state["model"], strict=saved is None)
+        ema.load_state_dict(state["ema"], strict=saved is None)
         set_rng_state(state["rng"])
         start = state["step"]
         if ranks.main:
             logger.info("resumed from %s (step %d)", path, start)
     if ranks.main:
         save_config(cfg, run_dir / CONFIG_NAME)
-    fsdp = ranks.world > 1 and t.parallel == "fsdp"
     train_model = wrap_parallel(model, cfg, ranks, device)  # FSDP shards `model` in place
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=t.lr, betas=t.adam_betas, weight_decay=t.weight_decay
+        [p for p in model.parameters() if p.requires_grad], lr=t.lr, betas=t.adam_betas, weight_decay=t.weight_decay
     )
     scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
     if state is not None:
@@ -533,12 +540,14 @@ def _train(cfg: Config, ranks: Dist, device: torch.device) -> dict:
     diffusion = GaussianDiffusion(linear_betas(NUM_TRAIN_TIMESTEPS), t.prediction_type)
     train_model.train()
     if ranks.main:
-        n_params = sum(p.numel() for p in ema.parameters())
+        n_params = sum(p.numel() for p in model.parameters())
+        n_trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
         logger.info(
-            "model: %s, %.2f M parameters; %d cached clips; global batch %d = %d processes x %d x %d "
+            "model: %s, %.2f M parameters (%.2f M trained); %d cached clips; global batch %d = %d processes x %d x %d "
             "accumulation",
             type(model).__name__,
             n_params / 1e6,
+            n_trained / 1e6,
             len(cache),
             t.batch_size,
             ranks.world,
@@ -618,7 +627,7 @@ def _train(cfg: Config, ranks: Dist, device: torch.device) -> dict:
                 render(ema, done)
             if done % cfg.log.ckpt_every == 0 or done == t.steps:
                 # Every rank takes part: FSDP gathers its shards here.
-                weights, opt_state = _state_dict(model), _optimizer_state(model, optimizer, fsdp)
+                weights, opt_state = _state_dict(model, saved), _optimizer_state(model, optimizer, fsdp)
                 if ranks.main:
                     save_checkpoint(
                         run_dir,
@@ -626,7 +635,7 @@ def _train(cfg: Config, ranks: Dist, device: torch.device) -> dict:
                         {
                             "step": done,
                             "model": weights,
-                            "ema": _state_dict(ema),
+                            "ema": _state_dict(ema, saved),
                             "optimizer": opt_state,
                             "scaler": scaler.state_dict(),
                             "rng": rng_state(),
@@ -643,12 +652,14 @@ def _train(cfg: Config, ranks: Dist, device: torch.device) -> dict:
     if ranks.main:
         write_json(run_dir / "summary.json", summary)
         if cfg.export_dir:
-            export_run(run_dir, cfg.export_dir)
+            export_run(run_dir, cfg.export_dir, lora=t.lora.enabled)
     return summary
 
 
-def _state_dict(module: nn.Module) -> dict:
-    return {k: _full(v).detach().cpu() for k, v in module.state_dict().items()}
+def _state_dict(module: nn.Module, names: list[str] | None = None) -> dict:
+    """The module's state dict on the CPU (FSDP shards gathered), or only the entries `names` lists."""
+    keep = None if names is None else set(names)
+    return {k: _full(v).detach().cpu() for k, v in module.state_dict().items() if keep is None or k in keep}
 
 
 def _optimizer_state(model: nn.Module, optimizer, fsdp: bool) -> dict:

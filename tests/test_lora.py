@@ -1,0 +1,253 @@
+"""LoRA: adapters on our transformer and diffusers' (peft's format), the pipeline methods, `latte train` with
+`train.lora` (frozen base, adapter-only EMA, exact resume), `latte export --lora` and `latte generate --lora`."""
+
+import json
+
+import pytest
+import torch
+from diffusers import LatteTransformer3DModel
+
+from latte import LatteT2VConfig, LatteT2VTransformer
+from latte.models import lora
+from latte.training import checkpoint as ckpt
+from latte.training.export import export_run
+from latte.training.model import build_model
+from latte.training.train import Dist, prepare_cache, train
+from training_support import make_components, tiny_config
+
+TOL = 1e-5  # max abs difference relative to the output's max abs value, fp32
+# conftest's KWARGS (depth 2, width 64), for the module-scoped adapter
+KWARGS = dict(
+    num_attention_heads=2, attention_head_dim=32, in_channels=4, out_channels=8, num_layers=2,
+    cross_attention_dim=64, attention_bias=True, sample_size=8, patch_size=2, activation_fn="gelu-approximate",
+    num_embeds_ada_norm=1000, norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6,
+    caption_channels=32,
+)
+
+
+def _inputs(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, 4, 16, 8, 8, generator=g), torch.tensor([500]), torch.randn(1, 7, 32, generator=g)
+
+
+def _run(model, inputs):
+    with torch.no_grad():
+        return model(*inputs).sample
+
+
+def _rel(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory):
+    """A random base (its state dict) and a random rank-4 adapter on it, saved in peft's format."""
+    torch.manual_seed(0)
+    model = LatteT2VTransformer(LatteT2VConfig(**KWARGS)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.2)
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    config = lora.lora_config(4, alpha=8)
+    lora.add_adapter(model, config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn_like(p) * 0.1)
+    folder = tmp_path_factory.mktemp("adapter") / "shapes"
+    folder.mkdir()
+    lora.save_adapter(folder, config, lora.adapter_state_dict(model))
+    return base, folder, _run(model, _inputs())
+
+
+def _ours(kwargs, base):
+    model = LatteT2VTransformer(LatteT2VConfig(**kwargs)).eval()
+    model.load_state_dict(base)
+    return model
+
+
+def test_adapter_is_peft_format_and_loads_on_diffusers(adapter):
+    """The folder holds peft's files and keys; PeftModel on diffusers' model gives our adapted output."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    base, folder, expected = adapter
+    assert sorted(p.name for p in folder.iterdir()) == [lora.CONFIG_NAME, lora.WEIGHTS_NAME]
+    keys = load_file(folder / lora.WEIGHTS_NAME)
+    # 2 layers x (spatial attn1 + attn2, temporal attn1) x 4 projections x (A, B)
+    assert len(keys) == 2 * 3 * 4 * 2
+    assert "base_model.model.temporal_transformer_blocks.1.attn1.to_out.0.lora_B.weight" in keys
+    theirs = LatteTransformer3DModel(**KWARGS).eval()
+    theirs.load_state_dict(base)
+    theirs = PeftModel.from_pretrained(theirs, str(folder)).eval()
+    got = _run(lambda *a: theirs(a[0], timestep=a[1], encoder_hidden_states=a[2]), _inputs())
+    assert _rel(got, expected) <= TOL
+    assert _rel(_run(_ours(KWARGS, base), _inputs()), expected) > 1e-2  # the adapter does something
+
+
+def test_round_trip_scale_fuse_unload(adapter):
+    base, folder, expected = adapter
+    model = _ours(KWARGS, base)
+    plain = _run(model, _inputs())
+    lora.load_adapter(model, folder, "shapes")
+    assert torch.equal(_run(model, _inputs()), expected)  # round trip: the same output
+    lora.set_adapters(model, ["shapes"], [0.0])
+    assert torch.equal(_run(model, _inputs()), plain)  # scale 0 is the base model exactly
+    lora.set_adapters(model, ["shapes"], [1.0])
+    lora.fuse(model)
+    assert _rel(_run(model, _inputs()), expected) <= TOL
+    with pytest.raises(ValueError, match="unfuse_lora"):
+        lora.set_adapters(model, ["shapes"], [0.5])
+    lora.unfuse(model)
+    lora.unload(model)
+    assert set(model.state_dict()) == set(base) and _rel(_run(model, _inputs()), plain) <= TOL
+    model = _ours(KWARGS, base)
+    lora.load_adapter(model, folder)
+    lora.unload(model)  # never fused: the base comes back bit for bit
+    assert all(torch.equal(v, base[k]) for k, v in model.state_dict().items())
+
+
+def test_adapters_that_do_not_fit(adapter, tmp_path):
+    base, folder, _ = adapter
+    deeper = LatteT2VTransformer(LatteT2VConfig(**{**KWARGS, "num_layers": 3}))
+    with pytest.raises(ValueError, match=r"does not fit .* 12 modules it has no weights for .*blocks\.2\."):
+        lora.load_adapter(deeper, folder)
+    shallower = LatteT2VTransformer(LatteT2VConfig(**{**KWARGS, "num_layers": 1}))
+    with pytest.raises(ValueError, match=r"weights for 12 modules that the model lacks"):
+        lora.load_adapter(shallower, folder)
+    # The config says rank 8, the weights are rank 4.
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    (wrong / lora.WEIGHTS_NAME).write_bytes((folder / lora.WEIGHTS_NAME).read_bytes())
+    config = json.loads((folder / lora.CONFIG_NAME).read_text())
+    (wrong / lora.CONFIG_NAME).write_text(json.dumps({**config, "r": 8}))
+    model = _ours(KWARGS, base)
+    with pytest.raises(ValueError, match=r"lora_A.weight has shape \(4, 64\), .* rank r=8 need \(8, 64\)"):
+        lora.load_adapter(model, wrong)
+    assert not lora.lora_layers(model)  # checked before anything changed
+    with pytest.raises(FileNotFoundError, match="not a LoRA adapter folder: it lacks adapter_config.json"):
+        lora.load_adapter(model, tmp_path)
+    lora.load_adapter(model, folder, "a")
+    with pytest.raises(ValueError, match="'a' is already loaded"):
+        lora.load_adapter(model, folder, "a")
+    with pytest.raises(ValueError, match="no adapter named 'b' is loaded; loaded: a"):
+        lora.set_adapters(model, ["b"], None)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Tiny components, their latent cache, and a pretrained tiny transformer folder to adapt."""
+    root = tmp_path_factory.mktemp("lora-train")
+    components = make_components(root / "components")
+    cfg = tiny_config(root / "first", components, root / "cache")
+    cache = prepare_cache(cfg, Dist(), torch.device("cpu"))
+    torch.manual_seed(0)
+    pretrained = build_model(cfg, cache.meta["latent_shape"], cache.meta["text_dim"]).eval()
+    with torch.no_grad():  # trained-looking weights: no zero-initialised output layer
+        for p in pretrained.parameters():
+            p.copy_(torch.randn_like(p) * 0.1)
+    pretrained.save_pretrained(root / "pretrained")
+    return root, components, root / "pretrained"
+
+
+def _lora_config(root, components, pretrained, run_dir, **train_settings):
+    return tiny_config(
+        run_dir,
+        components,
+        root / "cache",
+        model={"args": {}, "pretrained": str(pretrained)},
+        train={"steps": 4, "lora": {"rank": 4, "alpha": 8}, **train_settings},
+    )
+
+
+def test_lora_config_errors(setup, tmp_path):
+    root, components, pretrained = setup
+    with pytest.raises(ValueError, match="train.lora adapts a pretrained text-to-video model"):
+        tiny_config(tmp_path, components, root / "cache", train={"lora": {"rank": 4}})
+    with pytest.raises(ValueError, match=r"train.lora.dropout=1.5 is not allowed; it must be in \[0, 1\)"):
+        _lora_config(root, components, pretrained, tmp_path, lora={"rank": 4, "dropout": 1.5})
+    cfg = _lora_config(root, components, pretrained, tmp_path / "run", lora={"rank": 4, "targets": ["to_qq"]})
+    with pytest.raises(ValueError, match="LoRA target 'to_qq' names no module of LatteT2VTransformer"):
+        train(cfg)
+
+
+def test_lora_resume_is_exact_with_bf16_and_checkpointing(setup, tmp_path, monkeypatch):
+    """4 steps straight == 2 steps, a crash, resume, 2 more (bf16 autocast, gradient checkpointing): identical
+    adapter, EMA, optimizer state and losses. Checkpoints hold only the adapter; the base stays frozen."""
+    root, components, pretrained = setup
+    settings = dict(precision="bf16", gradient_checkpointing=True)
+    straight = _lora_config(root, components, pretrained, tmp_path / "straight", **settings)
+    train(straight)
+    resumed = _lora_config(root, components, pretrained, tmp_path / "resumed", **settings)
+    real_save = ckpt.save_checkpoint
+
+    def save_then_die(run_dir, step, state, keep_last):
+        path = real_save(run_dir, step, state, keep_last)
+        if step == 2:
+            raise KeyboardInterrupt("killed")
+        return path
+
+    monkeypatch.setattr("latte.training.train.save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(resumed)
+    monkeypatch.setattr("latte.training.train.save_checkpoint", real_save)
+    train(resumed)
+
+    a, b = (torch.load(ckpt.checkpoint_path(c.run_dir, 4), weights_only=True) for c in (straight, resumed))
+    # 1 layer x 3 attentions x 4 projections x (A, B), nothing else
+    assert len(a["model"]) == 24 and all(".lora_" in k for k in a["model"]) and a["ema"].keys() == a["model"].keys()
+    for key in ("model", "ema"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
+    for i, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["exp_avg_sq"], b["optimizer"]["state"][i]["exp_avg_sq"])
+    assert any(k.endswith("lora_B.default.weight") and v.abs().max() > 0 for k, v in a["model"].items())
+    assert not torch.equal(a["ema"]["transformer_blocks.0.attn1.to_q.lora_B.default.weight"],
+                           a["model"]["transformer_blocks.0.attn1.to_q.lora_B.default.weight"])
+
+
+def test_export_lora_and_generate(setup, tmp_path, capsys):
+    """`latte export --lora` writes the EMA adapter; loaded on the pipeline it gives what the fused model folder
+    (plain `latte export`) gives; `latte generate --lora` uses it; --lora on a full run is an error."""
+    from latte.cli.main import main
+    from latte.pipelines import LattePipeline
+
+    root, components, pretrained = setup
+    cfg = _lora_config(root, components, pretrained, tmp_path / "run", steps=2, lr=3e-2)
+    train(cfg)
+    assert main(["export", str(cfg.run_dir), "-o", str(tmp_path / "adapter"), "--lora"]) == 0
+    config = json.loads((tmp_path / "adapter" / lora.CONFIG_NAME).read_text())
+    assert config["r"] == 4 and config["lora_alpha"] == 8 and config["base_model_name_or_path"] == str(pretrained)
+    fused = export_run(cfg.run_dir, tmp_path / "fused")
+
+    def video(pipe):
+        return pipe("a red circle", num_inference_steps=2, video_length=2, output_type="pt",
+                    generator=torch.Generator().manual_seed(0)).frames
+
+    pipe = LattePipeline.from_pretrained(fused)
+    expected = video(pipe)
+    pipe.transformer.load_state_dict(LatteT2VTransformer.from_pretrained(pretrained).state_dict())
+    base = video(pipe)
+    pipe.load_lora_weights(tmp_path / "adapter", scale=1.0)
+    assert (video(pipe) - expected).abs().max() < 1e-4 < (base - expected).abs().max()
+    pipe.set_adapters("adapter", 0.0)
+    assert torch.equal(video(pipe), base)
+    pipe.set_adapters("adapter", 1.0)
+    pipe.fuse_lora()
+    assert (video(pipe) - expected).abs().max() < 1e-4
+    pipe.unload_lora_weights()  # fused adapters stay in the weights
+    assert not lora.lora_layers(pipe.transformer) and (video(pipe) - expected).abs().max() < 1e-4
+
+    out = tmp_path / "v.gif"
+    argv = ["generate", "a red circle", "-o", str(out), "--model", str(fused), "--steps", "1", "--frames", "2"]
+    assert main([*argv, "--lora", f"{tmp_path / 'adapter'}:0.5", "--lora", str(tmp_path / "adapter")]) == 0
+    assert out.is_file()
+    assert main([*argv, "--lora", str(tmp_path / "nowhere")]) == 2
+    assert "is not a LoRA adapter folder" in capsys.readouterr().err
+    full = tiny_config(tmp_path / "full", components, root / "cache", train={"steps": 1})
+    train(full)
+    assert main(["export", str(full.run_dir), "-o", str(tmp_path / "x"), "--lora"]) == 2
+    assert "from a full fine-tuning run" in capsys.readouterr().err
