@@ -261,7 +261,7 @@ def _as_uint8(array, name: str, ndim: int) -> np.ndarray:
 
 def fit_frames(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
     """(F, H, W, 3) uint8 -> (3, F, height, width) float in [-1, 1]: scaled to cover the size, centre crop."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1  # (F, 3, H, W)
+    x = torch.from_numpy(np.array(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1  # (F, 3, H, W)
     h, w = x.shape[-2:]
     if (h, w) != (height, width):
         scale = max(height / h, width / w)
