@@ -110,15 +110,21 @@ def main(argv: list[str] | None = None) -> int:
             record({"kind": "image", "prompt": case.prompt, "frames": WINDOW, "seconds": seconds,
                     "psnr_first": psnr(video[0], clip[:, 0]), "motion_ok": reading.motion == case.motion,
                     "motion": reading.motion, "color_ok": reading.color == case.color,
-                    "shape_ok": reading.shape == case.shape, "present": presence(video)})
-        # 3. Extension: the rendered clip continued by 16 frames, conditioned on its last 8.
+                    "shape_ok": reading.shape == case.shape, "present": presence(video),
+                    "first_step": float((video[1] - video[0]).abs().mean()), "later_step": mean_step(video[1:])})
+        # 3. Extension: the rendered clip continued by 16 frames in two calls of 8 new frames each, each
+        #    conditioned on the last 8 frames so far (context + new frames = the training length).
         if ("extend", case.prompt, WINDOW) not in done:
-            source = clip.permute(1, 2, 3, 0).numpy()  # (F, H, W, 3)
-            video, seconds = generate(case.prompt, video=source, video_length=WINDOW)
+            video, seconds = clip.permute(1, 0, 2, 3), 0.0  # (F, 3, H, W)
+            for _ in range(2):
+                source = video.permute(0, 2, 3, 1).numpy()  # (F, H, W, 3)
+                video, took = generate(case.prompt, video=source, video_length=WINDOW // 2, context_frames=WINDOW // 2)
+                seconds += took
             new = video[WINDOW:]
             reading = read_clip(new)
             record({"kind": "extend", "prompt": case.prompt, "frames": WINDOW, "seconds": seconds,
                     "join_step": float((video[WINDOW] - video[WINDOW - 1]).abs().mean()),
+                    "second_join_step": float((video[WINDOW + 8] - video[WINDOW + 7]).abs().mean()),
                     "new_step": mean_step(new), "clip_step": mean_step(video[:WINDOW]),
                     "motion_ok": reading.motion == case.motion, "motion": reading.motion,
                     "color_ok": reading.color == case.color, "shape_ok": reading.shape == case.shape,

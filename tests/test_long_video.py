@@ -11,8 +11,8 @@ from PIL import Image
 from latte import LattePipeline
 from latte.cli.main import main
 from latte.models.vae import encode_video
-from latte.pipelines.long_video import TemporalWindows, fit_frames, read_condition
-from tiny_components import build_tiny_components, tiny_transformer
+from latte.pipelines.long_video import KnownLatents, TemporalWindows, fit_frames, read_condition
+from tiny_components import build_tiny_components, tiny_scheduler, tiny_transformer
 
 STEPS = 2
 
@@ -102,6 +102,25 @@ def test_image_becomes_the_first_frame(pipe):
     assert torch.equal(latents[:, :, :1], expected.expand(2, -1, -1, -1, -1))  # the clean latent, every video
     frames = run(pipe, image=Image.fromarray(image), video_length=3)
     assert frames.shape == (1, 3, 3, 32, 32)
+
+
+def test_known_frames_hold_the_video_first_then_only_themselves():
+    """The first quarter of the steps puts every frame on the noised path of the known ones (the last known frame
+    held still); later steps replace only the known frames."""
+    scheduler = tiny_scheduler()
+    scheduler.set_timesteps(8)
+    known, noise = torch.randn(1, 4, 2, 2, 2), torch.randn(1, 4, 5, 2, 2)
+    latents = torch.randn(1, 4, 5, 2, 2)
+    keeper = KnownLatents.for_steps(known, noise, 8)
+    assert keeper.hold_steps == 2
+    t = scheduler.timesteps[1]
+    held = keeper.noised(latents, scheduler, t, step=1)
+    target = torch.cat([known, known[:, :, 1:].expand(-1, -1, 3, -1, -1)], dim=2)
+    assert torch.equal(held, scheduler.add_noise(target, noise, t.reshape(1)))
+    later = keeper.noised(latents, scheduler, t, step=2)
+    assert torch.equal(later[:, :, 2:], latents[:, :, 2:])
+    assert torch.equal(later[:, :, :2], scheduler.add_noise(known, noise[:, :, :2], t.reshape(1)))
+    assert torch.equal(keeper.clean(later)[:, :, :2], known)
 
 
 def test_fit_frames_covers_and_crops_the_centre():

@@ -768,8 +768,8 @@ class LattePipeline:
         known = None
         if condition is not None:
             self._activate("vae")
-            known = KnownLatents(condition.encode(self.vae, videos, device, latents.dtype),
-                                 latents[:, :, :condition.count] / self.scheduler.init_noise_sigma)
+            known = KnownLatents.for_steps(condition.encode(self.vae, videos, device, latents.dtype),
+                                           latents / self.scheduler.init_noise_sigma, len(timesteps))
         step_kwargs = self._step_kwargs(generator, eta)
 
         # 5. Denoising loop. The prompt-only work (caption projection, cross-attention K/V) is done once, and
@@ -793,7 +793,7 @@ class LattePipeline:
                 if self._interrupt:
                     continue
                 if known is not None:
-                    latents = known.noised(latents, self.scheduler, t)
+                    latents = known.noised(latents, self.scheduler, t, i)
                 model_input = torch.cat([latents, latents]) if do_cfg else latents
                 model_input = self.scheduler.scale_model_input(model_input, t)
                 timestep = t.reshape(1).to(device).expand(model_input.shape[0])
