@@ -173,3 +173,15 @@ def test_cli_checks_image_and_extend_before_loading(tmp_path, monkeypatch, capsy
         assert main(["generate", "a cat", "-o", str(tmp_path / "v.mp4"), *args]) == 2
         err = capsys.readouterr().err
         assert err.startswith("latte generate: error: ") and err.count("\n") == 1 and re.search(message, err)
+
+
+def test_long_video_and_image_under_sequential_offload(pipe):
+    """Windows run the transformer's blocks through their own forward, so the offload hooks still load them."""
+    image = np.full((32, 32, 3), 128, np.uint8)
+    expected = run(pipe, video_length=20, height=16, width=16, image=image)
+    pipe.enable_sequential_cpu_offload("cpu")
+    try:
+        got = run(pipe, video_length=20, height=16, width=16, image=image)
+    finally:
+        pipe.to("cpu")
+    torch.testing.assert_close(got, expected)

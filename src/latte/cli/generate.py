@@ -76,7 +76,8 @@ def register(subparsers) -> None:
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale, 1 = off (default: the model's, else 7.5)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--frames", type=int, default=None, help="number of frames (default: the model's, 16)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="number of frames, new frames with --extend (default: the model's, 16)")
     p.add_argument("--height", type=int, default=None, help="pixels (default: the model's trained size)")
     p.add_argument("--width", type=int, default=None, help="pixels (default: the model's trained size)")
     p.add_argument("--image", default=None, metavar="FILE",
