@@ -6,9 +6,9 @@ runs on overlapping windows of W frames (stride W/4), each window with the frame
 trained on, and a frame's outputs from the windows that hold it are averaged with triangular position weights
 (a window's middle frames count most). Unlike FreeNoise, which fuses the attention outputs, the whole
 temporal block (attention and MLP) runs per window through its own forward, so any block works unchanged and
-offload hooks still fire; the MLP is per token, so the two differ only by fusing before or after it. Spatial
-blocks are per frame and run unchanged, W frames at a time, so
-the activations held at once stay those of one window. The starting noise of frames W, W + W/4, ... repeats
+offload hooks still fire; the MLP is per token, so the two differ only by fusing before or after it.
+Spatial blocks are per frame and run unchanged, W frames at a time, so the activations held at once stay those
+of one window. The starting noise of frames W, W + W/4, ... repeats
 the noise of the frames one window earlier in a shuffled order ("noise rescheduling"), which keeps the windows
 telling one story instead of W-frame episodes of independent noise.
 
