@@ -39,6 +39,8 @@ class GenerateOptions:
     batch_size: int = 4  # videos per pipeline call
     format: str | None = None  # mp4, gif or png; None: -o's suffix for one video, else mp4
     overwrite: bool = False  # replace an output folder that holds files latte did not write
+    image: str | Path | None = None  # image-to-video: the first frame of every video
+    extend: str | Path | None = None  # video extension: the clip to continue by --frames new frames
 
     max_frames: int | None = None  # None: the pipeline's limit (latte.pipelines.limits.GenerationLimits)
     max_size: int | None = None
@@ -75,9 +77,15 @@ def register(subparsers) -> None:
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale, 1 = off (default: the model's, else 7.5)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--frames", type=int, default=None, help="number of frames (default: the model's, 16)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="number of frames, new frames with --extend (default: the model's, 16)")
     p.add_argument("--height", type=int, default=None, help="pixels (default: the model's trained size)")
     p.add_argument("--width", type=int, default=None, help="pixels (default: the model's trained size)")
+    p.add_argument("--image", default=None, metavar="FILE",
+                   help="image-to-video: this image (resized and centre-cropped) becomes the first frame")
+    p.add_argument("--extend", default=None, metavar="VIDEO",
+                   help="continue this clip by --frames new frames, conditioned on its last frames; the output "
+                   "is the clip followed by the new frames")
     p.add_argument("--negative-prompt", default="", help='text to steer away from (default "")')
     p.add_argument("--scheduler", default=None,
                    help="diffusers scheduler class, e.g. DDIMScheduler (default: the model's); without --steps it "
@@ -152,6 +160,7 @@ def check_options(options: GenerateOptions) -> None:
     check_device(options.device)
     for spec in options.lora:
         lora_spec(spec)
+    check_condition(options)
 
 
 def lora_spec(spec: str) -> tuple[Path, float]:
@@ -168,6 +177,18 @@ def lora_spec(spec: str) -> tuple[Path, float]:
     if not (path / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"--lora {spec}: {path} is not a LoRA adapter folder (no {CONFIG_NAME} in it)")
     return path, scale
+
+
+def check_condition(options: GenerateOptions) -> None:
+    """--image / --extend: one of them at most, and a file that can be read."""
+    from latte.pipelines.long_video import read_frames, read_image
+
+    if options.image is not None and options.extend is not None:
+        raise ValueError("--image (image-to-video) and --extend (video extension) exclude each other; give one")
+    if options.image is not None:
+        read_image(options.image)
+    if options.extend is not None:
+        read_frames(options.extend)
 
 
 def video_kind(path: Path) -> str:
@@ -220,7 +241,8 @@ def single_command(options: GenerateOptions, prompt: str, seed: int, output: str
              "--frames": options.frames, "--height": options.height, "--width": options.width,
              "--negative-prompt": options.negative_prompt or None, "--scheduler": options.scheduler,
              "--dtype": None if options.dtype == "fp32" else options.dtype, "--device": options.device,
-             "--fps": options.fps, "--teacache": options.teacache or None}
+             "--fps": options.fps, "--teacache": options.teacache or None, "--image": options.image,
+             "--extend": options.extend}
     for flag, value in flags.items():
         if value is not None:
             argv += [flag, str(value)]
@@ -301,7 +323,8 @@ def generate(options: GenerateOptions) -> list[tuple[Path, str]]:
             yield from pipe(
                 [prompt for prompt, _, _ in batch], negative_prompt=options.negative_prompt,
                 num_inference_steps=chosen["steps"], guidance_scale=chosen["guidance"], video_length=chosen["frames"],
-                height=chosen["height"], width=chosen["width"], output_type="np",
+                height=chosen["height"], width=chosen["width"], output_type="np", image=options.image,
+                video=options.extend,
                 generator=[torch.Generator(device).manual_seed(seed) for _, seed, _ in batch],  # one per video
             ).frames
 

@@ -49,6 +49,7 @@ from latte.pipelines.limits import (
     check_work_size,
     estimate_memory,
 )
+from latte.pipelines.long_video import KnownLatents, TemporalWindows, read_condition
 from latte.pipelines.offload import SequentialOffload, check_execution_device
 from latte.pipelines.schedulers import keep_latte_settings, load_scheduler, scheduler_names, uses_learned_variance
 
@@ -599,6 +600,10 @@ class LattePipeline:
         enable_temporal_attentions: bool = True,
         decode_chunk_size: int | None = 14,
         num_videos_per_prompt: int | None = None,
+        image=None,
+        video=None,
+        context_frames: int | None = None,
+        long_video: bool = True,
     ) -> LattePipelineOutput | tuple:
         """Generate videos from text.
 
@@ -638,6 +643,16 @@ class LattePipeline:
             enable_temporal_attentions: False skips the temporal blocks (frames become independent images).
             decode_chunk_size: frames per VAE decode call (default 14; None = all at once); memory only.
             num_videos_per_prompt: clearer alias of `num_images_per_prompt`.
+            image: image-to-video: the first frame (a PIL image, a file path, or an (H, W, 3) array, uint8 or
+                floats in [0, 1]), scaled to cover height x width and centre-cropped; every video starts with it.
+            video: video extension: a clip (a file path, a list of PIL images or an (F, H, W, 3) array) to
+                continue by `video_length` new frames, conditioned on its last `context_frames` frames (default
+                half the training length). The output is the clip (resized like `image`) followed by the new
+                frames; with `output_type="latent"`, the latents of the context and the new frames.
+            context_frames: see `video`.
+            long_video: for more frames than the transformer's training length, FreeNoise sampling (windowed
+                temporal attention and rescheduled starting noise, see `latte.pipelines.long_video`; default);
+                False attends over all frames at once. No effect on shorter videos.
 
         Defaults: an argument left at None takes the model folder's value (`pipe.generate_defaults`), else
         diffusers' (see `generation_settings`). Before any work the call checks the arguments, the scheduler's
@@ -680,6 +695,10 @@ class LattePipeline:
             callback_on_step_end_tensor_inputs,
             decode_chunk_size,
         )
+        condition = read_condition(image, video, height, width, context_frames, transformer.config.video_length)
+        # an extension also denoises its context frames, placed first
+        video_length += condition.added_frames if condition is not None else 0
+        windows = TemporalWindows.for_frames(transformer.config.video_length, video_length) if long_video else None
         for name, tensor in (("latents", latents), ("prompt_embeds", prompt_embeds),
                              ("negative_prompt_embeds", negative_prompt_embeds)):
             if isinstance(tensor, torch.Tensor) and not bool(torch.isfinite(tensor).all()):
@@ -725,7 +744,15 @@ class LattePipeline:
         channels = transformer.config.in_channels
         s = self.vae_scale_factor
         shape = (videos, channels, video_length, height // s, width // s)
+        noise_given = latents is not None
         latents = self.prepare_latents(shape, generator, latents, device)
+        if windows is not None and not noise_given:
+            latents = windows.reschedule_noise(latents, generator)
+        known = None
+        if condition is not None:
+            self._activate("vae")
+            known = KnownLatents.for_steps(condition.encode(self.vae, videos, device, latents.dtype),
+                                           latents / self.scheduler.init_noise_sigma, len(timesteps))
         step_kwargs = self._step_kwargs(generator, eta)
 
         # 5. Denoising loop. The prompt-only work (caption projection, cross-attention K/V) is done once, and
@@ -748,18 +775,24 @@ class LattePipeline:
             for i, t in enumerate(timesteps):
                 if self._interrupt:
                     continue
+                if known is not None:
+                    latents = known.noised(latents, self.scheduler, t, i)
                 model_input = torch.cat([latents, latents]) if do_cfg else latents
                 model_input = self.scheduler.scale_model_input(model_input, t)
                 timestep = t.reshape(1).to(device).expand(model_input.shape[0])
 
-                noise_pred = self.transformer(
-                    model_input,
-                    timestep,
-                    context,
-                    enable_temporal_attentions=enable_temporal_attentions,
-                    return_dict=False,
-                    sample_channels=sample_channels,
-                )[0]  # (B or 2B, C or 2C, F, h, w)
+                if windows is None:
+                    noise_pred = self.transformer(
+                        model_input,
+                        timestep,
+                        context,
+                        enable_temporal_attentions=enable_temporal_attentions,
+                        return_dict=False,
+                        sample_channels=sample_channels,
+                    )[0]  # (B or 2B, C or 2C, F, h, w)
+                else:
+                    noise_pred = windows.denoise(transformer, model_input, timestep, context,
+                                                 enable_temporal_attentions, sample_channels)
                 if do_cfg:
                     uncond, cond = noise_pred.chunk(2)
                     noise_pred = uncond + guidance_scale * (cond - uncond)
@@ -784,6 +817,8 @@ class LattePipeline:
                     check_finite(latents, i + 1, len(timesteps), lambda: self._explain_non_finite(guidance_scale))
                 bar.update()
         check_finite(latents, len(timesteps), len(timesteps), lambda: self._explain_non_finite(guidance_scale))
+        if known is not None:
+            latents = known.clean(latents)
 
         # 6. Decode
         if output_type == "latent":
@@ -791,6 +826,8 @@ class LattePipeline:
         else:
             self._activate("vae")
             video = decode_latents(self.vae, latents, chunk_size=decode_chunk_size)  # (B, 3, F, H, W)
+            if condition is not None:
+                video = condition.output_video(video)
             frames = self.postprocess(video, output_type)
         self._activate(None)
         return LattePipelineOutput(frames=frames) if return_dict else (frames,)
