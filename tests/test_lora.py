@@ -13,7 +13,7 @@ from latte.training import checkpoint as ckpt
 from latte.training.export import export_run
 from latte.training.model import build_model
 from latte.training.train import Dist, prepare_cache, train
-from training_support import make_components, tiny_config
+from training_support import make_components, tiny_config, train_killed_after_checkpoint
 
 TOL = 1e-5  # max abs difference relative to the output's max abs value, fp32
 # conftest's KWARGS (depth 2, width 64), for the module-scoped adapter
@@ -182,18 +182,7 @@ def test_lora_resume_is_exact_with_bf16_and_checkpointing(setup, tmp_path, monke
     straight = _lora_config(root, components, pretrained, tmp_path / "straight", **settings)
     train(straight)
     resumed = _lora_config(root, components, pretrained, tmp_path / "resumed", **settings)
-    real_save = ckpt.save_checkpoint
-
-    def save_then_die(run_dir, step, state, keep_last):
-        path = real_save(run_dir, step, state, keep_last)
-        if step == 2:
-            raise KeyboardInterrupt("killed")
-        return path
-
-    monkeypatch.setattr("latte.training.train.save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(resumed)
-    monkeypatch.setattr("latte.training.train.save_checkpoint", real_save)
+    train_killed_after_checkpoint(resumed, 2, monkeypatch)
     train(resumed)
 
     a, b = (torch.load(ckpt.checkpoint_path(c.run_dir, 4), weights_only=True) for c in (straight, resumed))

@@ -14,7 +14,7 @@ from latte.training.config import load_config
 from latte.training.export import export_run
 from latte.training.model import build_model
 from latte.training.train import Dist, lr_at, pad_text, prepare_cache, train
-from training_support import make_components, tiny_config
+from training_support import make_components, tiny_config, train_killed_after_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -128,18 +128,7 @@ def test_resume_is_exact(setup, tmp_path, monkeypatch):
     train(straight)
 
     resumed = tiny_config(tmp_path / "resumed", components, root / "cache", data={"num_workers": 2}, **sections)
-    real_save = ckpt.save_checkpoint
-
-    def save_then_die(run_dir, step, state, keep_last):
-        path = real_save(run_dir, step, state, keep_last)
-        if step == 3:
-            raise KeyboardInterrupt("killed")
-        return path
-
-    monkeypatch.setattr("latte.training.train.save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(resumed)
-    monkeypatch.setattr("latte.training.train.save_checkpoint", real_save)
+    train_killed_after_checkpoint(resumed, 3, monkeypatch)
     assert [p.name for p in ckpt.list_checkpoints(resumed.run_dir)] == ["step-00000003.pt"]
     train(resumed)
 

@@ -80,3 +80,25 @@ def distributed_worker(rank: int, world: int, port: int, cfg: Config) -> None:
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def train_killed_after_checkpoint(cfg: Config, step: int, monkeypatch) -> None:
+    """Run `train(cfg)` and kill it (KeyboardInterrupt) right after it has written the checkpoint of `step`, as a
+    kill between two steps would; the run folder is left as the killed run left it."""
+    import pytest
+
+    import latte.training.checkpoint as ckpt
+    from latte.training.train import train
+
+    real_save = ckpt.save_checkpoint
+
+    def save_then_die(run_dir, saved_step, state, keep_last):
+        path = real_save(run_dir, saved_step, state, keep_last)
+        if saved_step == step:
+            raise KeyboardInterrupt("killed")
+        return path
+
+    with monkeypatch.context() as patch:
+        patch.setattr("latte.training.train.save_checkpoint", save_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg)
