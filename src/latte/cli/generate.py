@@ -272,7 +272,6 @@ def resolve_model(model: str | Path | None) -> str | Path:
 def generate(options: GenerateOptions) -> list[tuple[Path, str]]:
     """Load the model, generate the videos, write them; returns (path, command making it alone) per video."""
     import torch
-    import transformers
 
     from latte.cli.arguments import check_device
     from latte.outputs import write_folder
@@ -288,7 +287,6 @@ def generate(options: GenerateOptions) -> list[tuple[Path, str]]:
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[options.dtype]
     device = check_device(options.device)
     start = time.perf_counter()
-    transformers.utils.logging.disable_progress_bar()  # per-tensor "Loading weights" bars: noise here
     pipe = LattePipeline.from_pretrained(model, torch_dtype=dtype).to(device)
     if options.lora:
         for i, (path, scale) in enumerate(map(lora_spec, options.lora)):

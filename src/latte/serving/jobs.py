@@ -226,12 +226,10 @@ class Service:
     def start(self) -> None:
         """Load the pipeline (errors surface here, before the server listens) and start the worker."""
         import torch
-        import transformers
 
         from latte.pipelines import LattePipeline
 
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        transformers.utils.logging.disable_progress_bar()
         self._pipe = LattePipeline.from_pretrained(self.model.path).to(device)
         self._pipe.set_progress_bar_config(disable=True)
         self._base_scheduler = self._pipe.scheduler
