@@ -36,8 +36,14 @@ _quiet_empty_float32_notice()
 
 
 def vae_scale_factor(vae) -> int:
-    """Spatial downsampling of the VAE: 2 ** (number of resolution levels - 1)."""
-    return 2 ** (len(vae.config.block_out_channels) - 1)
+    """Spatial downsampling of the VAE."""
+    return downsampling(vae.config.block_out_channels)
+
+
+def downsampling(block_out_channels) -> int:
+    """Spatial downsampling of an AutoencoderKL with these levels (its config's `block_out_channels`):
+    2 ** (number of resolution levels - 1)."""
+    return 2 ** (len(block_out_channels) - 1)
 
 
 def scaling_factor(vae) -> float:

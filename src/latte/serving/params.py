@@ -71,7 +71,9 @@ def model_defaults(folder: Path) -> dict:
 
 def vae_factor(folder: Path) -> int:
     """Spatial downsampling of the folder's VAE (as `latte.models.vae.vae_scale_factor`, from its config)."""
-    return 2 ** (len(read_json(folder / "vae" / "config.json")["block_out_channels"]) - 1)
+    from latte.models.vae import downsampling
+
+    return downsampling(read_json(folder / "vae" / "config.json")["block_out_channels"])
 
 
 @dataclass(frozen=True)
