@@ -29,9 +29,11 @@ def devices(pipe):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
 @pytest.mark.parametrize("method", ["enable_model_cpu_offload", "enable_sequential_cpu_offload"])
 def test_missing_device_is_refused_at_the_call(pipe, method):
-    with pytest.raises(ValueError, match=rf"{method}\(device='cuda'\): no cuda device is available here"):
+    with pytest.raises(ValueError, match=rf"^{method} device 'cuda': no CUDA device is available here; "
+                       "allowed here: cpu$"):
         getattr(pipe, method)()
-    with pytest.raises(ValueError, match="'tpu' is not a torch device"):
+    with pytest.raises(ValueError, match=rf"^{method} device 'tpu': not a device of this machine; "
+                       "allowed here: cpu$"):
         getattr(pipe, method)("tpu")
     assert pipe._offload_device is None and devices(pipe) == {"cpu"}  # nothing changed
     assert gen(pipe).shape == (1, 2, 3, 32, 32)

@@ -24,26 +24,8 @@ def check_seed(seed: int, count: int = 1, flag: str = "--seed") -> None:
         raise ValueError(f"{flag} must be from 0 to {MAX_SEED}{last}, got {seed}")
 
 
-def available_devices() -> list[str]:
-    """The `--device` values that work on this machine: cpu, cuda and cuda:N when CUDA is there, mps."""
-    import torch
-
-    devices = ["cpu"]
-    if torch.cuda.is_available():
-        devices += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        devices.append("mps")
-    return devices
-
-
 def check_device(device: str | None) -> str:
     """`device` if this machine has it; None: cuda if available, else cpu."""
-    devices = available_devices()
-    if device is None:
-        return "cuda" if "cuda" in devices else "cpu"
-    if device not in devices:
-        why = "no CUDA device is available here" if device.startswith("cuda") and "cuda" not in devices else (
-            "not a device of this machine")
-        raise ValueError(f"--device {device!r}: {why}; allowed here: {', '.join(devices)}")
-    return device
+    from latte import devices
+
+    return devices.default_device() if device is None else str(devices.check_device(device, "--device"))

@@ -11,22 +11,10 @@ encoder, is 9.5 GB in fp16), so a map places whole components:
 
 import torch
 
+from latte.devices import check_device
+
 BALANCED = ("balanced", "auto")
-SUPPORTED = ('None, a device ("cuda", "cuda:1", "cpu", 0, torch.device), "balanced" or "auto" (whole components '
-             "spread over the visible GPUs), or a dict {component: device}")
-
-
-def parse_device(device, what: str = "device_map") -> torch.device:
-    """A torch device from a string, index or device, checked to exist here."""
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"{what} {device!r} is not a device; use {SUPPORTED}") from err
-    if device.type == "cuda":
-        count = torch.cuda.device_count()
-        if count == 0 or (device.index or 0) >= count:
-            raise ValueError(f"{what} {str(device)!r}: this machine has {count} CUDA device(s)")
-    return device
+SPREAD = '"balanced" or "auto" (whole components spread over the visible GPUs)'
 
 
 def _gpus() -> list[torch.device]:
@@ -41,7 +29,7 @@ def component_devices(device_map, sizes: dict[str, int]) -> dict[str, torch.devi
         unknown = sorted(set(device_map) - set(sizes))
         if unknown:
             raise ValueError(f"device_map names unknown components {unknown}; components: {sorted(sizes)}")
-        return {name: parse_device(device, f"device_map[{name!r}]") for name, device in device_map.items()}
+        return {name: check_device(device, f"device_map[{name!r}]") for name, device in device_map.items()}
     if isinstance(device_map, str) and device_map in BALANCED:
         gpus = _gpus()
         if len(gpus) < 2:
@@ -53,16 +41,15 @@ def component_devices(device_map, sizes: dict[str, int]) -> dict[str, torch.devi
             placed[name] = gpu
             load[gpu] += sizes[name]
         return placed
-    if isinstance(device_map, (str, int, torch.device)) and not isinstance(device_map, bool):
-        return dict.fromkeys(sizes, parse_device(device_map))
-    raise ValueError(f"device_map {device_map!r} is not supported; use {SUPPORTED}")
+    return dict.fromkeys(sizes, check_device(device_map, "device_map",
+                                              also=f"{SPREAD} or a dict {{component: device}}"))
 
 
 def single_device(device_map) -> torch.device | None:
     """The one device a single model goes to (`"balanced"`/`"auto"`: the first GPU, else the CPU)."""
     if isinstance(device_map, dict):
         raise ValueError("a dict device_map places pipeline components; a single model takes one device: "
-                         f"use {SUPPORTED.split(', or a dict')[0]}")
+                         f'use None, a device ("cuda", "cuda:1", "cpu", 0, torch.device), {SPREAD}')
     return component_devices(device_map, {"model": 0}).get("model")
 
 

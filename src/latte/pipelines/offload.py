@@ -1,4 +1,4 @@
-"""Model placement helpers for the pipelines: checking an execution device, and sequential CPU offload.
+"""Sequential CPU offload for the pipelines.
 
 Sequential offload keeps every weight on the CPU and copies a model's parts to the execution device only while
 they run: each *block* (an element of a `ModuleList`: transformer blocks, T5 layers, VAE up/down blocks) for
@@ -14,25 +14,6 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
-
-
-def check_execution_device(device, what: str) -> torch.device:
-    """`device` as a torch.device, or a one-line ValueError when this machine does not have it."""
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"{what}: {device!r} is not a torch device ({err})") from err
-    if device.type == "cpu":
-        return device
-    backend = getattr(torch, device.type, None)
-    if device.type == "meta" or backend is None or not backend.is_available():
-        raise ValueError(f"{what}(device={str(device)!r}): no {device.type} device is available here; offload "
-                         "only saves accelerator memory, so on a CPU-only machine leave it off (or pass "
-                         "device='cpu')")
-    if device.index is not None and device.index >= backend.device_count():
-        raise ValueError(f"{what}(device={str(device)!r}): only {backend.device_count()} {device.type} "
-                         "device(s) here")
-    return device
 
 
 def _blocks(module: nn.Module) -> list[nn.Module]:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from latte.devices import check_device
 from latte.models.io import read_json, write_json
 from latte.models.latte_t2v import DIFFUSERS_CLASS_NAME, LatteT2VTransformer
 from latte.models.text_encoder import (
@@ -50,7 +51,7 @@ from latte.pipelines.limits import (
     estimate_memory,
 )
 from latte.pipelines.long_video import KnownLatents, TemporalWindows, read_condition
-from latte.pipelines.offload import SequentialOffload, check_execution_device
+from latte.pipelines.offload import SequentialOffload
 from latte.pipelines.schedulers import keep_latte_settings, load_scheduler, scheduler_names, uses_learned_variance
 
 logger = logging.getLogger(__name__)
@@ -184,7 +185,7 @@ class LattePipeline:
         """Keep every model on the CPU and move each to `device` only while it runs (text encoder, then the
         transformer, then the VAE): peak accelerator memory is the largest single model. A device this
         machine does not have is an error here, not at the first call."""
-        device = check_execution_device(device, "enable_model_cpu_offload")
+        device = check_device(device, "enable_model_cpu_offload device")
         self.to("cpu")
         self._offload_device = device
 
@@ -193,7 +194,7 @@ class LattePipeline:
         `device` only while it runs, with each model's small remaining parts while that model runs: the least
         accelerator memory, at the cost of copying the weights at every step. Same outputs as without offload
         on `device`. `pipe.to(...)` turns it off (see `latte.pipelines.offload`)."""
-        device = check_execution_device(device, "enable_sequential_cpu_offload")
+        device = check_device(device, "enable_sequential_cpu_offload device")
         self.to("cpu")
         models = {name: _unwrap(getattr(self, name)) for name in TORCH_COMPONENTS}
         self._sequential = SequentialOffload(models, device)
