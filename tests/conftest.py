@@ -18,3 +18,19 @@ def tiny_t2v_kwargs():
         activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_type="ada_norm_single",
         norm_elementwise_affine=False, norm_eps=1e-6, caption_channels=32,
     )
+
+
+@pytest.fixture(scope="module")
+def tiny_components():
+    """The tiny pipeline components (`tiny_components.build_tiny_components(seed=1)`), shared by a module."""
+    from tiny_components import build_tiny_components  # imported here: after the offline settings above
+
+    return build_tiny_components(seed=1)
+
+
+@pytest.fixture
+def tiny_pipe(tiny_components):
+    """A fresh `LattePipeline` over the module's tiny components, progress bars off."""
+    from tiny_components import quiet_pipeline
+
+    return quiet_pipeline(tiny_components)

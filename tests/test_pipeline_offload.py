@@ -5,21 +5,15 @@ import pytest
 import torch
 
 from latte import LattePipeline
-from tiny_components import build_tiny_components
+from tiny_components import build_tiny_components, quiet_pipeline
+from tiny_components import tiny_frames as gen
 
 MODELS = ("text_encoder", "transformer", "vae")
 
 
 @pytest.fixture
 def pipe():
-    pipe = LattePipeline(**build_tiny_components(seed=1))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def gen(pipe, **kwargs):
-    return pipe("a red circle", num_inference_steps=2, video_length=2, height=32, width=32, output_type="pt",
-                generator=torch.Generator().manual_seed(0), **kwargs).frames
+    return quiet_pipeline(build_tiny_components(seed=1))  # its own: offload moves the weights
 
 
 def devices(pipe):

@@ -3,33 +3,17 @@ any work, and the warnings for unknown words and beyond-training sizes."""
 
 import logging
 import time
+from functools import partial
 
 import pytest
 import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 
-from latte import LattePipeline
 from latte.pipelines import limits
 from latte.pipelines.limits import NonFiniteLatentsError
-from tiny_components import build_tiny_components
+from tiny_components import build_tiny_components, quiet_pipeline, tiny_frames
 
-
-@pytest.fixture(scope="module")
-def components():
-    return build_tiny_components(seed=1)
-
-
-@pytest.fixture
-def pipe(components):
-    pipe = LattePipeline(**components)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def gen(pipe, **kwargs):
-    kwargs = {"prompt": "a red circle", "num_inference_steps": 2, "video_length": 1, "height": 16, "width": 16,
-              "output_type": "pt", "generator": torch.Generator().manual_seed(0), **kwargs}
-    return pipe(**kwargs).frames
+gen = partial(tiny_frames, video_length=1, height=16, width=16)
 
 
 def count_decodes(pipe):
@@ -62,10 +46,10 @@ def count_decodes(pipe):
         ({"video_length": 0}, r"video_length \(frames\) must be an integer >= 1, got 0"),
     ],
 )
-def test_limits_are_checked_before_any_work(components, kwargs, message):
+def test_limits_are_checked_before_any_work(tiny_components, kwargs, message):
     """The DPM-Solver++ probes: 1001 steps wrote a black video, 2000 an IndexError after minutes."""
-    config = components["scheduler"].config
-    pipe = LattePipeline(**{**components, "scheduler": DPMSolverMultistepScheduler.from_config(config)})
+    config = tiny_components["scheduler"].config
+    pipe = quiet_pipeline(tiny_components, scheduler=DPMSolverMultistepScheduler.from_config(config))
     calls = []
     pipe.text_encoder.register_forward_hook(lambda *a: calls.append(1))
     with pytest.raises(ValueError, match=message):
@@ -73,9 +57,8 @@ def test_limits_are_checked_before_any_work(components, kwargs, message):
     assert calls == []  # refused before the prompt was even encoded
 
 
-def test_valid_custom_timesteps_still_run(components):
-    pipe = LattePipeline(**{**components, "scheduler": DDPMScheduler.from_config(components["scheduler"].config)})
-    pipe.set_progress_bar_config(disable=True)
+def test_valid_custom_timesteps_still_run(tiny_components):
+    pipe = quiet_pipeline(tiny_components, scheduler=DDPMScheduler.from_config(tiny_components["scheduler"].config))
     gen(pipe, timesteps=torch.tensor([999, 500, 0]))
     assert pipe.scheduler.timesteps.tolist() == [999, 500, 0]
 
@@ -83,46 +66,44 @@ def test_valid_custom_timesteps_still_run(components):
 # ---------------------------------------------------------------------- finite checks
 
 
-def test_huge_guidance_stops_at_a_check_and_decodes_nothing(pipe):
-    decodes = count_decodes(pipe)
+def test_huge_guidance_stops_at_a_check_and_decodes_nothing(tiny_pipe):
+    decodes = count_decodes(tiny_pipe)
     seen = []
     with pytest.raises(NonFiniteLatentsError, match=r"NaN or infinite by step 10 of 12; nothing was decoded\. "
                        r"Likely causes: the scheduler \(DDIMScheduler with 12 steps.*guidance scale \(1e\+30"):
-        gen(pipe, guidance_scale=1e30, num_inference_steps=12,
+        gen(tiny_pipe, guidance_scale=1e30, num_inference_steps=12,
             callback_on_step_end=lambda p, i, t, x: seen.append(i) or {})
     assert seen == list(range(10))  # stopped at the first check, not after all 12 steps
     assert decodes == []
 
 
-def test_non_finite_latents_after_the_last_step_are_caught(pipe):
+def test_non_finite_latents_after_the_last_step_are_caught(tiny_pipe):
     """A callback (or a scheduler) that makes NaN in the last steps: the final check sees it."""
-    decodes = count_decodes(pipe)
+    decodes = count_decodes(tiny_pipe)
     nan = lambda p, i, t, x: {"latents": x["latents"] * float("nan")} if i == 2 else {}  # noqa: E731
     with pytest.raises(NonFiniteLatentsError, match="by step 3 of 3"):
-        gen(pipe, num_inference_steps=3, callback_on_step_end=nan)
+        gen(tiny_pipe, num_inference_steps=3, callback_on_step_end=nan)
     assert decodes == []
     assert isinstance(NonFiniteLatentsError("x"), ValueError)  # the CLI reports it in one line
 
 
 def test_nan_weights_are_named():
-    components = build_tiny_components(seed=1)
-    pipe = LattePipeline(**components)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = quiet_pipeline(build_tiny_components(seed=1))
     with torch.no_grad():
         pipe.transformer.proj_out.weight[0, 0] = float("nan")
     with pytest.raises(NonFiniteLatentsError, match="transformer's weight proj_out.weight holds NaN"):
         gen(pipe)
 
 
-def test_nan_inputs_are_refused_up_front(pipe):
+def test_nan_inputs_are_refused_up_front(tiny_pipe):
     with pytest.raises(ValueError, match="latents contain NaN or infinite values"):
-        gen(pipe, latents=torch.full((1, 4, 1, 2, 2), float("nan")))
+        gen(tiny_pipe, latents=torch.full((1, 4, 1, 2, 2), float("nan")))
     with pytest.raises(ValueError, match="prompt_embeds contain NaN"):
-        gen(pipe, prompt=None, prompt_embeds=torch.full((1, 3, 32), float("inf")))
+        gen(tiny_pipe, prompt=None, prompt_embeds=torch.full((1, 3, 32), float("inf")))
 
 
-def test_nan_text_encoder_output_is_refused(components):
-    pipe = LattePipeline(**{**components, "text_encoder": build_tiny_components(seed=1)["text_encoder"]})
+def test_nan_text_encoder_output_is_refused(tiny_components):
+    pipe = quiet_pipeline(tiny_components, text_encoder=build_tiny_components(seed=1)["text_encoder"])
     with torch.no_grad():
         pipe.text_encoder.shared.weight.fill_(float("nan"))
     with pytest.raises(ValueError, match="text encoder produced NaN or infinite prompt embeddings"):
@@ -139,35 +120,35 @@ def test_nan_text_encoder_output_is_refused(components):
         ({"height": 180_000, "width": 180_000}, r"180000 x 180000 pixels is above the limit of 8192 per side"),
     ],
 )
-def test_absurd_sizes_fail_at_once(pipe, kwargs, message):
+def test_absurd_sizes_fail_at_once(tiny_pipe, kwargs, message):
     start = time.perf_counter()
     with pytest.raises(ValueError, match=message):
-        gen(pipe, **kwargs)
+        gen(tiny_pipe, **kwargs)
     assert time.perf_counter() - start < 0.5
 
 
-def test_memory_estimate_is_compared_with_the_device(pipe, monkeypatch):
-    pipe.limits.max_frames, pipe.limits.max_size = 10**9, 10**6
+def test_memory_estimate_is_compared_with_the_device(tiny_pipe, monkeypatch):
+    tiny_pipe.limits.max_frames, tiny_pipe.limits.max_size = 10**9, 10**6
     start = time.perf_counter()
     with pytest.raises(ValueError, match=r"needs about [\d,.]+ GiB on cpu \(denoising [\d,.]+, decoding [\d,.]+ GiB\) "
                        r"but [\d,.]+ GiB is available: .*max_memory_fraction=None \(CLI: --no-memory-check\)"):
-        gen(pipe, video_length=10_000_000, height=4096, width=4096)
+        gen(tiny_pipe, video_length=10_000_000, height=4096, width=4096)
     assert time.perf_counter() - start < 0.5
 
     monkeypatch.setattr(limits, "available_memory", lambda device: 1024)  # 1 KiB free
     with pytest.raises(ValueError, match="is available"):
-        gen(pipe)
-    pipe.limits.max_memory_fraction = None  # the override
-    assert gen(pipe).shape == (1, 1, 3, 16, 16)
+        gen(tiny_pipe)
+    tiny_pipe.limits.max_memory_fraction = None  # the override
+    assert gen(tiny_pipe).shape == (1, 1, 3, 16, 16)
     monkeypatch.setattr(limits, "available_memory", lambda device: None)  # unknown: no check
-    pipe.limits.max_memory_fraction = 1.0
-    assert gen(pipe).shape == (1, 1, 3, 16, 16)
+    tiny_pipe.limits.max_memory_fraction = 1.0
+    assert gen(tiny_pipe).shape == (1, 1, 3, 16, 16)
 
 
-def test_estimate_grows_with_the_work(pipe):
+def test_estimate_grows_with_the_work(tiny_pipe):
     def peak(**kwargs):
         args = {"videos": 1, "model_batch": 2, "frames": 16, "height": 256, "width": 256, "scale": 8, "patch": 2,
-                "latent_channels": 4, "model_width": 64, "model_bytes": 4, "vae": pipe.vae, "decode_chunk": 14,
+                "latent_channels": 4, "model_width": 64, "model_bytes": 4, "vae": tiny_pipe.vae, "decode_chunk": 14,
                 "decoded": True, **kwargs}
         return max(limits.estimate_memory(**args).values())
 
@@ -180,20 +161,20 @@ def test_estimate_grows_with_the_work(pipe):
 # ---------------------------------------------------------------------- warnings
 
 
-def test_words_the_tokenizer_cannot_represent_are_named(pipe, caplog):
+def test_words_the_tokenizer_cannot_represent_are_named(tiny_pipe, caplog):
     with caplog.at_level(logging.WARNING, logger="latte.pipelines.text_to_video"):
-        gen(pipe, prompt=["a red quokka", "A Red circle"])
+        gen(tiny_pipe, prompt=["a red quokka", "A Red circle"])
     (message,) = [r.getMessage() for r in caplog.records]
     assert message.startswith("the tokenizer cannot represent 'quokka'"), message
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="latte.pipelines.text_to_video"):
-        gen(pipe, prompt="the cat plays piano")  # words of the tiny tokenizer's corpus
+        gen(tiny_pipe, prompt="the cat plays piano")  # words of the tiny tokenizer's corpus
     assert caplog.records == []
 
 
-def test_beyond_training_is_said_once(pipe, caplog):
+def test_beyond_training_is_said_once(tiny_pipe, caplog):
     with caplog.at_level(logging.WARNING, logger="latte.pipelines.text_to_video"):
-        gen(pipe, video_length=17, height=80)
+        gen(tiny_pipe, video_length=17, height=80)
     (message,) = [r.getMessage() for r in caplog.records]
     assert message == ("17 frames of 80 x 16 is beyond what this model was trained on (16 frames of 64 x 64): "
                        "expect degraded videos")

@@ -95,3 +95,19 @@ def build_tiny_pipeline_folder(
     return LattePipeline(**build_tiny_components(seed, scheduler, **transformer_overrides)).save_pretrained(
         path
     )
+
+
+def quiet_pipeline(components: dict, **replaced):
+    """`LattePipeline` of `components` (with `replaced` ones swapped in), progress bars off."""
+    from latte.pipelines import LattePipeline
+
+    pipe = LattePipeline(**{**components, **replaced})
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_frames(pipe, **kwargs):
+    """A seeded 2-step call for "a red circle" (two 32 x 32 frames unless `kwargs` say otherwise): the frames."""
+    kwargs = {"prompt": "a red circle", "num_inference_steps": 2, "video_length": 2, "height": 32, "width": 32,
+              "output_type": "pt", "generator": torch.Generator().manual_seed(0), **kwargs}
+    return pipe(**kwargs).frames
