@@ -1,6 +1,7 @@
 """Nothing lost in a run folder: the lock, resume checks before config.yaml, safe pruning, config ranges, Ctrl-C,
 export by the output rule, captions that stay in their folder, orphan temporaries."""
 
+import json
 import logging
 import multiprocessing
 import os
@@ -19,7 +20,7 @@ from latte.training.config import load_config, save_config
 from latte.training.export import export_run
 from latte.training.lock import RunFolderBusyError, run_folder_lock
 from latte.training.train import check_weights_fit, train
-from training_support import distributed_worker, free_port, make_components, tiny_config
+from training_support import distributed_cli_worker, free_port, make_components, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -71,17 +72,24 @@ def test_a_held_run_folder_is_refused_naming_the_pid(setup, tmp_path, holder, ca
 
 
 def test_torchrun_ranks_fail_together_when_the_folder_is_held(setup, tmp_path, holder):
-    """Only rank 0 takes the lock; when it cannot, rank 1 fails too instead of waiting forever."""
-    cfg = _config(setup, tmp_path / "run")
-    context = mp.spawn(distributed_worker, args=(2, free_port(), cfg), nprocs=2, join=False)
+    """Only rank 0 takes the lock; when it cannot, rank 1 fails too instead of waiting forever, and each rank
+    reports it in the same one line (no traceback from the ranks that did not try the lock)."""
+    path = save_config(_config(setup, tmp_path / "run"), tmp_path / "run.yaml")
+    context = mp.spawn(distributed_cli_worker, args=(2, free_port(), ["train", str(path)], tmp_path), nprocs=2,
+                       join=False)
     deadline = time.monotonic() + 120
     try:
-        with pytest.raises(mp.ProcessRaisedException, match="in use by another latte process"):
-            while not context.join(timeout=1):
-                assert time.monotonic() < deadline, "a rank waits forever"
+        while not context.join(timeout=1):
+            assert time.monotonic() < deadline, "a rank waits forever"
     finally:
         for process in context.processes:
             process.kill()
+    for rank in range(2):
+        report = json.loads((tmp_path / f"rank-{rank}.json").read_text())
+        assert report["code"] == 2, rank
+        assert report["stderr"] == (f"latte train: error: run folder {tmp_path / 'run'} is in use by another latte "
+                                    f"process (PID {holder.pid}); wait for it to finish or stop it, or set "
+                                    "output_dir to another folder\n"), rank
 
 
 def test_resume_with_another_model_is_refused_before_config_yaml(setup, tmp_path):

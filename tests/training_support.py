@@ -59,13 +59,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def distributed_worker(rank: int, world: int, port: int, cfg: Config) -> None:
-    """One torchrun-like process (gloo on the CPU) training `cfg`; target of torch.multiprocessing.spawn."""
+def _join_as_rank(rank: int, world: int, port: int) -> None:
+    """The environment torchrun gives rank `rank` of `world` (gloo on the CPU, one thread)."""
     import os
-
-    import torch.distributed as dist
-
-    from latte.training.train import train
 
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
@@ -75,11 +71,41 @@ def distributed_worker(rank: int, world: int, port: int, cfg: Config) -> None:
         WORLD_SIZE=str(world),
     )
     torch.set_num_threads(1)
+
+
+def distributed_worker(rank: int, world: int, port: int, cfg: Config) -> None:
+    """One torchrun-like process training `cfg`; target of torch.multiprocessing.spawn."""
+    import torch.distributed as dist
+
+    from latte.training.train import train
+
+    _join_as_rank(rank, world, port)
     try:
         train(cfg)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def distributed_cli_worker(rank: int, world: int, port: int, argv: list[str], report: Path) -> None:
+    """One torchrun-like process running `latte ARGV`; writes its exit code and stderr to report/rank-N.json."""
+    import contextlib
+    import io
+    import json
+
+    import torch.distributed as dist
+
+    from latte.cli.main import main
+
+    _join_as_rank(rank, world, port)
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            code = main(argv)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    (report / f"rank-{rank}.json").write_text(json.dumps({"code": code, "stderr": err.getvalue()}))
 
 
 def train_killed_after_checkpoint(cfg: Config, step: int, monkeypatch) -> None:

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import math
 import os
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,13 +132,23 @@ class Dist:
         return box[0]
 
     def agree(self, failure: BaseException | None, doing: str) -> None:
-        """Fail on every rank when rank 0 failed at `doing` (rank 0 raises its own error); also a barrier. The
-        other ranks learn of the failure instead of waiting forever for a rank 0 that gave up."""
-        message = self.share(None if failure is None else f"{type(failure).__name__}: {failure}")
+        """Fail on every rank when rank 0 failed at `doing`; also a barrier. The other ranks learn of the failure
+        instead of waiting forever for a rank 0 that gave up, and raise rank 0's error themselves, so that every
+        rank reports it the same way (bad input: one line from the CLI, no traceback)."""
+        shared = self.share(None if failure is None else _picklable(failure, doing))
         if failure is not None:
             raise failure
-        if message is not None:
-            raise RuntimeError(f"rank 0 failed {doing}: {message}")
+        if shared is not None:
+            raise shared
+
+
+def _picklable(failure: BaseException, doing: str) -> BaseException:
+    """`failure`, or a RuntimeError naming it when it cannot travel to the other ranks."""
+    try:
+        pickle.loads(pickle.dumps(failure))
+    except Exception:
+        return RuntimeError(f"rank 0 failed {doing}: {type(failure).__name__}: {failure}")
+    return failure
 
     def mean(self, values: torch.Tensor) -> torch.Tensor:
         """The mean of `values` over all ranks (a CPU tensor)."""
