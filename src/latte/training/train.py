@@ -141,6 +141,14 @@ class Dist:
         if shared is not None:
             raise shared
 
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        """The mean of `values` over all ranks (a CPU tensor)."""
+        if self.world > 1:
+            values = values.to(self.device)
+            dist.all_reduce(values)
+            values = values.cpu() / self.world
+        return values
+
 
 def _picklable(failure: BaseException, doing: str) -> BaseException:
     """`failure`, or a RuntimeError naming it when it cannot travel to the other ranks."""
@@ -149,14 +157,6 @@ def _picklable(failure: BaseException, doing: str) -> BaseException:
     except Exception:
         return RuntimeError(f"rank 0 failed {doing}: {type(failure).__name__}: {failure}")
     return failure
-
-    def mean(self, values: torch.Tensor) -> torch.Tensor:
-        """The mean of `values` over all ranks (a CPU tensor)."""
-        if self.world > 1:
-            values = values.to(self.device)
-            dist.all_reduce(values)
-            values = values.cpu() / self.world
-        return values
 
 
 def init_distributed(device: str | None) -> tuple[Dist, torch.device]:
