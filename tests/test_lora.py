@@ -9,6 +9,7 @@ from diffusers import LatteTransformer3DModel
 
 from latte import LatteT2VConfig, LatteT2VTransformer
 from latte.models import lora
+from latte.outputs import MARKER
 from latte.training import checkpoint as ckpt
 from latte.training.export import export_run
 from latte.training.model import build_model
@@ -153,13 +154,14 @@ def setup(tmp_path_factory):
     return root, components, root / "pretrained"
 
 
-def _lora_config(root, components, pretrained, run_dir, **train_settings):
+def _lora_config(root, components, pretrained, run_dir, export_dir=None, **train_settings):
     return tiny_config(
         run_dir,
         components,
         root / "cache",
         model={"args": {}, "pretrained": str(pretrained)},
         train={"steps": 4, "lora": {"rank": 4, "alpha": 8}, **train_settings},
+        export_dir=export_dir and str(export_dir),
     )
 
 
@@ -240,3 +242,66 @@ def test_export_lora_and_generate(setup, tmp_path, capsys):
     train(full)
     assert main(["export", str(full.run_dir), "-o", str(tmp_path / "x"), "--lora"]) == 2
     assert "from a full fine-tuning run" in capsys.readouterr().err
+
+
+def _ranks_worker(rank, world, port, configs, report):
+    """One of `world` torchrun-like processes training each of `configs` in turn; saves the adapter it holds
+    at its last checkpoint (every rank takes part in gathering it) to report/<run name>-<rank>.pt."""
+    import torch.distributed as dist
+
+    from latte.training import train as trainer
+    from training_support import join_as_rank
+
+    join_as_rank(rank, world, port)
+    gathered = trainer._state_dict
+    held = []
+
+    def recording(module, names=None):  # the trained model, not the (eval-mode) EMA, which rank 0 alone saves
+        weights = gathered(module, names)
+        if module.training:
+            held.append(weights)
+        return weights
+
+    trainer._state_dict = recording
+    try:
+        for cfg in configs:
+            trainer.train(cfg)
+            torch.save(held[-1], report / f"{cfg.run_dir.name}-{rank}.pt")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_lora_under_ddp_and_fsdp(setup, tmp_path):
+    """Two gloo processes (DDP, then FSDP) train the adapter a single process trains with the same global batch;
+    every rank holds the same adapter, and the run saves one adapter-only checkpoint and one exported adapter."""
+    import torch.multiprocessing as mp
+
+    from training_support import free_port
+
+    root, components, pretrained = setup
+    settings = dict(steps=2, batch_size=4, lr=3e-2, gradient_checkpointing=True)
+    single = _lora_config(root, components, pretrained, tmp_path / "single", **settings)
+    train(single)
+    configs = [_lora_config(root, components, pretrained, tmp_path / parallel, tmp_path / f"{parallel}-adapter",
+                            parallel=parallel, **settings) for parallel in ("ddp", "fsdp")]
+    mp.spawn(_ranks_worker, args=(2, free_port(), configs, tmp_path), nprocs=2, join=True)
+
+    one = torch.load(ckpt.checkpoint_path(single.run_dir, 2), weights_only=True)
+    assert all(v.abs().max() > 0 for k, v in one["model"].items() if "lora_B" in k)  # trained away from zero
+    for cfg in configs:
+        name = cfg.run_dir.name
+        ranks = [torch.load(tmp_path / f"{name}-{rank}.pt", weights_only=True) for rank in range(2)]
+        assert ranks[0].keys() == ranks[1].keys() == one["model"].keys()
+        for key, tensor in ranks[0].items():
+            assert torch.equal(ranks[1][key], tensor), f"{name}: {key} differs between the ranks"
+        saved = torch.load(ckpt.checkpoint_path(cfg.run_dir, 2), weights_only=True)
+        assert sorted(p.name for p in (cfg.run_dir / ckpt.CHECKPOINT_DIR).iterdir()) == ["step-00000002.pt"]
+        for key in ("model", "ema"):
+            assert saved[key].keys() == one[key].keys() and all(".lora_" in k for k in saved[key])
+            for k, tensor in one[key].items():
+                torch.testing.assert_close(saved[key][k], tensor, rtol=1e-4, atol=1e-5, msg=f"{name} {key} {k}")
+        for k, tensor in ranks[0].items():
+            assert torch.equal(saved["model"][k], tensor)
+        adapter = tmp_path / f"{name}-adapter"
+        assert sorted(p.name for p in adapter.iterdir()) == sorted([lora.CONFIG_NAME, lora.WEIGHTS_NAME, MARKER])

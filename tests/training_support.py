@@ -59,7 +59,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _join_as_rank(rank: int, world: int, port: int) -> None:
+def join_as_rank(rank: int, world: int, port: int) -> None:
     """The environment torchrun gives rank `rank` of `world` (gloo on the CPU, one thread)."""
     import os
 
@@ -79,7 +79,7 @@ def distributed_worker(rank: int, world: int, port: int, cfg: Config) -> None:
 
     from latte.training.train import train
 
-    _join_as_rank(rank, world, port)
+    join_as_rank(rank, world, port)
     try:
         train(cfg)
     finally:
@@ -97,7 +97,7 @@ def distributed_cli_worker(rank: int, world: int, port: int, argv: list[str], re
 
     from latte.cli.main import main
 
-    _join_as_rank(rank, world, port)
+    join_as_rank(rank, world, port)
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):

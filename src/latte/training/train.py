@@ -68,7 +68,9 @@ def lr_at(step: int, t) -> float:
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """ema = decay * ema + (1 - decay) * model, parameter by parameter."""
     for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-        if e is not p:  # a LoRA run's EMA shares the frozen weights
+        # Frozen weights (a LoRA run's base) never change: the EMA shares them, or (FSDP) holds an equal copy
+        # that needs no gathering every step.
+        if p.requires_grad:
             e.lerp_(_full(p.detach()).to(e.dtype), 1 - decay)
 
 
