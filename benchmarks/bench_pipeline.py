@@ -10,13 +10,12 @@ timed round-robin; the frames are compared.
 """
 
 import argparse
-import json
 import logging
 import sys
 
 import torch
 from bench_transformer import LATTE1
-from bench_utils import interleaved, machine_info, measure_peak, summary, time_call, tune_allocator
+from bench_utils import interleaved, measure_peak, print_machine, summary, time_call, tune_allocator
 from diffusers import DDIMScheduler, LatteTransformer3DModel
 from diffusers import LattePipeline as DiffusersLattePipeline
 
@@ -70,7 +69,8 @@ def main() -> int:
         args.steps, args.size = 50, 512
 
     torch.set_num_threads(args.threads)
-    print(json.dumps(machine_info(args.threads)), f"| {tune_allocator(args.allocator)}")
+    print_machine(args.threads, device)
+    print(f"allocator: {tune_allocator(args.allocator)}")
     size = f"{args.frames} x {args.size} x {args.size}"
     print(f"setting: {device}, {dtype}, {size}, {args.steps} DDIM steps, guidance 7.5")
     components, ref_transformer = build_components(dtype, device, args.layers)
