@@ -7,17 +7,17 @@ components, built once), 16 x 512 x 512, 50 DDIM steps, guidance 7.5. Rows, in t
   ours eager               our LattePipeline, same weights: the reference of every frame difference
   ours + TeaCache 0.1/0.2  cache mode (approximate)
   ours compiled            the same recipe on ours, torch.compile with --compile-mode (reduce-overhead: CUDA graphs)
-  diffusers compiled       diffusers' documented recipe: channels_last, torch.compile of transformer and vae.decode
   ours fp8                 torchao float8 dynamic (activations and weights, per row) + the compile of "ours compiled"
+  diffusers compiled       diffusers' documented recipe: channels_last, torch.compile of transformer and vae.decode
   ours guidance-parallel   CFGParallel over two GPUs (two processes, NCCL), each half of the guidance batch;
                            needs 2 GPUs, so never in the smoke run
 
-The two compiled rows and fp8 share the VAE decode compiled by the docs' recipe (compiled once, in the first
-compiled row's warm-up). Each row: seconds end to end (text encoder, denoising, VAE decode; median of
---repeats, after one untimed short run at the same shapes that also compiles), speed-up against diffusers
-eager, peak GPU memory (all loaded models included), max |frames - ours eager| (frames in [0, 1]). A row that
-cannot run says why; a row that fails records its error and the suite goes on; rows that would not finish
-within --budget-s are skipped, so a full run fits in 8 minutes.
+The compiled rows share the VAE decode compiled by the docs' recipe (compiled once, in the first compiled
+row's warm-up, for both chunk sizes of the 16 frames: 14 and 2). Each row: seconds end to end (text encoder,
+denoising, VAE decode; median of --repeats, after one untimed short run at the same shapes that also
+compiles), speed-up against diffusers eager, peak GPU memory (all loaded models included), max |frames -
+ours eager| (frames in [0, 1]). A row that cannot run says why; a row that fails records its error and the
+suite goes on; rows that would not finish within --budget-s are skipped, so a full run fits in 8 minutes.
 
     benchmarks/gpu_suite.sh                                        # CUDA, writes gpu_suite.json
     python benchmarks/gpu_suite.py --smoke --json /tmp/smoke.json  # CPU, tiny sizes, the same code path
@@ -57,6 +57,7 @@ SETTINGS = {
                   warmup_steps=1, budget_s=600.0, compile_allowance_s=10.0),
 }  # fmt: skip
 GUIDANCE = 7.5
+COMPILE_MODES = ["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
 def pipeline_call(pipe, setting: dict, steps: int | None = None) -> Callable[[], torch.Tensor]:
@@ -165,11 +166,10 @@ def guidance_parallel(setting: dict, repeats: int) -> dict:
         return torch.load(out)
 
 
-def over_budget(setting: dict, repeats: int, reference: dict | None, compiles: bool) -> str | None:
-    """Why a row is skipped for time: its expected seconds (as long as ours eager, plus an allowance for
-    compilation) do not fit in what is left of the budget."""
-    expected = (repeats + 0.2) * (reference["seconds"] if reference else 0)
-    expected += setting["compile_allowance_s"] if compiles else 0
+def over_budget(setting: dict, repeats: int, reference: dict | None, compile_s: float) -> str | None:
+    """Why a row is skipped for time: its expected seconds (generations as long as ours eager, plus
+    `compile_s`) do not fit in what is left of the budget."""
+    expected = (repeats + 0.2) * (reference["seconds"] if reference else 0) + compile_s
     left = setting["budget_s"] - (time.monotonic() - START)
     if expected <= left:
         return None
@@ -181,41 +181,38 @@ def run_rows(setting: dict, repeats: int, compile_mode: str) -> list[dict]:
     components, ref = build_components(dtype, device, setting["layers"], shapes=setting["shapes"])
     ours = components["transformer"]
     smoke = device == "cpu"
-    ours_options = {"backend": "eager"} if smoke else {"mode": compile_mode}
+    ours_options = {"backend": "eager"} if smoke else {"mode": None if compile_mode == "default" else compile_mode}
     recipe_options = {"backend": "eager"} if smoke else {}  # the docs compile with the defaults
 
-    def our_pipe(transformer, options=None):
+    def run(pipeline_class, transformer, options=None):
+        """Time `pipeline_class` on the shared components with `transformer` (compiled by the docs' recipe
+        with `options`, if given)."""
         if options is not None:
             compile_vae_decode(components["vae"], recipe_options)
             transformer = channels_last_compiled(transformer, options)
-        pipe = LattePipeline(**{**components, "transformer": transformer})
+        pipe = pipeline_class(**{**components, "transformer": transformer})
         pipe.set_progress_bar_config(disable=True)
         return timed(pipe, setting, repeats)
 
-    def diffusers_pipe(transformer, options=None):
-        if options is not None:
-            compile_vae_decode(components["vae"], recipe_options)
-            transformer = channels_last_compiled(transformer, options)
-        pipe = DiffusersLattePipeline(**{**components, "transformer": transformer})
-        pipe.set_progress_bar_config(disable=True)
-        return timed(pipe, setting, repeats)
-
+    theirs = DiffusersLattePipeline
     # name -> (why it cannot run here or None, whether it compiles, the run)
     rows = {
-        BASELINE: (None, False, lambda: diffusers_pipe(ref)),
-        REFERENCE: (None, False, lambda: our_pipe(ours)),
-        "ours + TeaCache 0.1": (None, False, lambda: our_pipe(TeaCache(ours, 0.1))),
-        "ours + TeaCache 0.2": (None, False, lambda: our_pipe(TeaCache(ours, 0.2))),
-        "ours compiled": (None, True, lambda: our_pipe(ours, ours_options)),
-        "diffusers compiled": (None, True, lambda: diffusers_pipe(ref, recipe_options)),
-        "ours fp8": (fp8_unavailable(device), True, lambda: our_pipe(fp8_transformer(ref, ours.config), ours_options)),
+        BASELINE: (None, False, lambda: run(theirs, ref)),
+        REFERENCE: (None, False, lambda: run(LattePipeline, ours)),
+        "ours + TeaCache 0.1": (None, False, lambda: run(LattePipeline, TeaCache(ours, 0.1))),
+        "ours + TeaCache 0.2": (None, False, lambda: run(LattePipeline, TeaCache(ours, 0.2))),
+        "ours compiled": (None, True, lambda: run(LattePipeline, ours, ours_options)),
+        "ours fp8": (fp8_unavailable(device), True,
+                     lambda: run(LattePipeline, fp8_transformer(ref, ours.config), ours_options)),
+        "diffusers compiled": (None, True, lambda: run(theirs, ref, recipe_options)),
         "ours guidance-parallel": (parallel_unavailable(device), False, lambda: guidance_parallel(setting, repeats)),
-    }
+    }  # fmt: skip
     results, frames, reference = [], {}, None
-    for name, (unavailable, compiles, run) in rows.items():
+    compile_allowance = setting["compile_allowance_s"]
+    for name, (unavailable, compiles, run_row) in rows.items():
         row = {"row": name}
         results.append(row)
-        why = unavailable or over_budget(setting, repeats, reference, compiles)
+        why = unavailable or over_budget(setting, repeats, reference, compile_allowance if compiles else 0)
         if why:
             row.update(status="skipped", why=why)
             print(f"{name}: skipped: {why}", flush=True)
@@ -223,7 +220,7 @@ def run_rows(setting: dict, repeats: int, compile_mode: str) -> list[dict]:
         print(f"{name}: running", flush=True)
         began = time.monotonic()
         try:
-            result = run()
+            result = run_row()
         except Exception as err:  # one failing option must not cost the others their run
             logging.exception("%s failed", name)
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
@@ -234,6 +231,8 @@ def run_rows(setting: dict, repeats: int, compile_mode: str) -> list[dict]:
         print(f"{name}: {row['seconds']:.2f} s a generation, {row['row_s']:.0f} s for the row", flush=True)
         if name == REFERENCE:
             reference = row
+        if compiles:  # later compiled rows are expected to take as long to compile as this one did
+            compile_allowance = max(compile_allowance, row["warmup_s"])
         if device == "cuda":
             torch.cuda.empty_cache()
     base = next((r["seconds"] for r in results if r["row"] == BASELINE and r["status"] == "ok"), None)
@@ -267,7 +266,8 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny sizes, same code path (well under a minute)")
     parser.add_argument("--json", default="gpu_suite.json", help="the rows and the machine (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=1, help="timed generations per row (median reported)")
-    parser.add_argument("--compile-mode", default="reduce-overhead", help="torch.compile mode of ours compiled and fp8")
+    parser.add_argument("--compile-mode", default="reduce-overhead", choices=COMPILE_MODES,
+                        help="torch.compile mode of ours compiled and ours fp8 (default: %(default)s)")
     parser.add_argument("--budget-s", type=float, help="skip rows that would end later (default: 420 on a GPU)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's; 2 with --smoke)")
     args = parser.parse_args()
@@ -284,7 +284,6 @@ def main() -> int:
         torch.set_num_threads(args.threads or 2)
 
     logging.getLogger("latte.pipelines").setLevel(logging.ERROR)  # a random tokenizer's vocabulary warnings
-    print(f"started in {time.monotonic() - START:.0f} s", flush=True)
     machine = print_machine(torch.get_num_threads(), setting["device"], json_line=False)
     print(f"setting: {setting['device']}, {setting['dtype']}, {setting['frames']} x {setting['size']} x "
           f"{setting['size']}, {setting['steps']} DDIM steps, guidance {GUIDANCE}, {setting['layers']} layers "
