@@ -121,7 +121,8 @@ def fp8_unavailable(device: str) -> str | None:
 
 
 def fp8_transformer(ref, config):
-    """Ours on `ref`'s weights, its linears (both sides multiples of 16) as float8 with dynamic activations."""
+    """Ours on `ref`'s weights, its linears (both sides multiples of 16) as float8 with dynamic activations.
+    torchao's inductor settings are left alone, so that every compiled row compiles with the same ones."""
     from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
 
     from latte.models.latte_t2v import LatteT2VTransformer
@@ -129,7 +130,7 @@ def fp8_transformer(ref, config):
     model = LatteT2VTransformer.from_state_dict(ref.state_dict(), config, device=ref.device, torch_dtype=ref.dtype)
     quantize_(
         model,
-        Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()),
+        Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), set_inductor_config=False),
         filter_fn=lambda m, _: isinstance(m, torch.nn.Linear) and m.in_features % 16 == 0 and m.out_features % 16 == 0,
     )
     return model.requires_grad_(False)
@@ -279,7 +280,10 @@ def main() -> int:
         setting["budget_s"] = args.budget_s
     if setting["device"] == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu_suite: error: no CUDA device; run with --smoke for the CPU check")
-    check_file_target(args.json)
+    try:
+        check_file_target(args.json)
+    except (ValueError, OSError) as err:
+        raise SystemExit(f"gpu_suite: error: {err}") from None
     if args.threads or args.smoke:
         torch.set_num_threads(args.threads or 2)
 
