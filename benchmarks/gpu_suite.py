@@ -147,12 +147,12 @@ def _parallel_worker(rank: int, world: int, init_file: str, out_file: str, setti
     torch.cuda.set_device(rank)
     dist.init_process_group("nccl", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
+        components, _ = build_components(getattr(torch, setting["dtype"]), f"cuda:{rank}", setting["layers"],
+                                         shapes=setting["shapes"])  # fmt: skip
+        pipe = LattePipeline(**{**components, "transformer": CFGParallel(components["transformer"])})
+        pipe.set_progress_bar_config(disable=True)
+        dist.barrier()
         with torch.inference_mode():
-            components, _ = build_components(getattr(torch, setting["dtype"]), f"cuda:{rank}", setting["layers"],
-                                             shapes=setting["shapes"])  # fmt: skip
-            pipe = LattePipeline(**{**components, "transformer": CFGParallel(components["transformer"])})
-            pipe.set_progress_bar_config(disable=True)
-            dist.barrier()
             result = timed(pipe, setting, repeats)
         if rank == 0:
             torch.save(result, out_file)
@@ -187,13 +187,14 @@ def run_rows(setting: dict, repeats: int, compile_mode: str) -> list[dict]:
 
     def run(pipeline_class, transformer, options=None):
         """Time `pipeline_class` on the shared components with `transformer` (compiled by the docs' recipe
-        with `options`, if given)."""
+        with `options`, if given). Built as the docs do, outside inference mode; generations inside it."""
         if options is not None:
             compile_vae_decode(components["vae"], recipe_options)
             transformer = channels_last_compiled(transformer, options)
         pipe = pipeline_class(**{**components, "transformer": transformer})
         pipe.set_progress_bar_config(disable=True)
-        return timed(pipe, setting, repeats)
+        with torch.inference_mode():
+            return timed(pipe, setting, repeats)
 
     theirs = DiffusersLattePipeline
     # name -> (why it cannot run here or None, whether it compiles, the run)
@@ -292,8 +293,7 @@ def main() -> int:
     print(f"setting: {setting['device']}, {setting['dtype']}, {setting['frames']} x {setting['size']} x "
           f"{setting['size']}, {setting['steps']} DDIM steps, guidance {GUIDANCE}, {setting['layers']} layers "
           f"({setting['shapes']} shapes), repeats {args.repeats}", flush=True)  # fmt: skip
-    with torch.inference_mode():
-        rows = run_rows(setting, args.repeats, args.compile_mode)
+    rows = run_rows(setting, args.repeats, args.compile_mode)
     report = {"machine": machine, "setting": {**setting, "guidance": GUIDANCE, "repeats": args.repeats,
               "compile_mode": args.compile_mode}, "rows": rows, "total_s": time.monotonic() - START}  # fmt: skip
     print(table(rows))
