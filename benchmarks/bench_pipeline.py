@@ -10,13 +10,12 @@ timed round-robin; the frames are compared.
 """
 
 import argparse
-import json
 import logging
 import sys
 
 import torch
 from bench_transformer import LATTE1
-from bench_utils import interleaved, machine_info, measure_peak, summary, time_call, tune_allocator
+from bench_utils import interleaved, measure_peak, print_machine, summary, time_call, tune_allocator
 from diffusers import DDIMScheduler, LatteTransformer3DModel
 from diffusers import LattePipeline as DiffusersLattePipeline
 
@@ -29,18 +28,40 @@ PROMPT = "a red circle moves left across a blue background"
 CORPUS = [PROMPT, "a green triangle bounces", "a yellow star spins slowly", "waves on a beach at sunset"]
 
 
-def build_components(dtype: torch.dtype, device: str, layers: int, seed: int = 0):
-    """Shared components and diffusers' transformer; ours shares its weights (no copy)."""
+# Random-weight component shapes: Latte-1's (T5 of Latte-1's width but 2 layers, the SD VAE, the Latte-1
+# transformer) and a tiny set that runs the same code in seconds on a CPU (smoke runs).
+SHAPES = {
+    "latte1": dict(
+        transformer=LATTE1,
+        text=(4096, dict(d_ff=2048)),
+        vae=((128, 256, 512, 512), dict(layers_per_block=2)),
+    ),
+    "tiny": dict(
+        transformer={**LATTE1, "num_attention_heads": 2, "attention_head_dim": 8, "cross_attention_dim": 16,
+                     "caption_channels": 32, "sample_size": 8},
+        text=(32, dict(d_kv=8, num_heads=4, d_ff=64, relative_attention_num_buckets=8)),
+        vae=((8, 8, 16, 16), dict(layers_per_block=1, norm_num_groups=4)),
+    ),
+}  # fmt: skip
+
+
+def build_components(dtype: torch.dtype, device: str, layers: int, seed: int = 0, shapes: str = "latte1"):
+    """Shared components and diffusers' transformer; ours shares its weights (no copy). Built on the CPU
+    from `seed`, then moved: the same weights on every device and in every process."""
+    shape = SHAPES[shapes]
     tokenizer = random_tokenizer(CORPUS, vocab_size=64)
-    text_encoder = random_text_encoder(len(tokenizer), 4096, seed, d_ff=2048)  # Latte-1's T5 width, 2 layers
-    vae = random_vae((128, 256, 512, 512), seed, layers_per_block=2)  # the SD VAE's shape
+    (text_width, text_config), (vae_channels, vae_config) = shape["text"], shape["vae"]
+    text_encoder = random_text_encoder(len(tokenizer), text_width, seed, **text_config)
+    vae = random_vae(vae_channels, seed, **vae_config)
+    config = {**shape["transformer"], "num_layers": layers}
     torch.manual_seed(seed)
-    ref = LatteTransformer3DModel(**{**LATTE1, "num_layers": layers}).eval()
-    ours = LatteT2VTransformer.from_state_dict(
-        ref.state_dict(), LatteT2VConfig(**{**LATTE1, "num_layers": layers})
-    )
-    for module in (text_encoder, vae, ref, ours):
+    ref = LatteTransformer3DModel(**config).eval()
+    for module in (text_encoder, vae, ref):
         module.requires_grad_(False).to(device=device, dtype=dtype)
+    # Built from the moved tensors, so the two transformers share one copy of the weights on `device` too.
+    ours = LatteT2VTransformer.from_state_dict(
+        ref.state_dict(), LatteT2VConfig(**config), torch_dtype=dtype, device=device
+    ).requires_grad_(False)
     # DDIM as published for Latte-1 but without `variance_type` (diffusers' pipeline crashes on it).
     scheduler = DDIMScheduler(
         beta_start=1e-4, beta_end=0.02, beta_schedule="linear", clip_sample=False, timestep_spacing="leading"
@@ -70,7 +91,8 @@ def main() -> int:
         args.steps, args.size = 50, 512
 
     torch.set_num_threads(args.threads)
-    print(json.dumps(machine_info(args.threads)), f"| {tune_allocator(args.allocator)}")
+    print_machine(args.threads, device)
+    print(f"allocator: {tune_allocator(args.allocator)}")
     size = f"{args.frames} x {args.size} x {args.size}"
     print(f"setting: {device}, {dtype}, {size}, {args.steps} DDIM steps, guidance 7.5")
     components, ref_transformer = build_components(dtype, device, args.layers)

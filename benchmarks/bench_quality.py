@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_utils import machine_info
+from bench_utils import print_machine
 
 from latte.acceleration.cache import TeaCache
 from latte.acceleration.fidelity import psnr, ssim
@@ -88,7 +88,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
-    print(json.dumps(machine_info(args.threads)))
+    print_machine(args.threads)
 
     pipe, trained = load_pipeline(args)
     pipe.set_progress_bar_config(disable=True)

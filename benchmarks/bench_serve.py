@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -22,7 +23,7 @@ from pathlib import Path
 import httpx
 import torch
 import uvicorn
-from bench_utils import machine_info
+from bench_utils import print_machine
 
 from latte.cli.serve import listen
 from latte.pipelines import LattePipeline, default_model_path
@@ -96,6 +97,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="direct and served runs alternate this many times")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    # The block goes to stderr: stdout stays one JSON document, which holds the same facts under "machine".
+    machine = print_machine(torch.get_num_threads(), json_line=False, file=sys.stderr)
     jobs = [{"prompt": f"a red circle moving left {i}", "num_frames": args.frames, "height": args.size,
              "width": args.size, "steps": args.steps, "seed": i} for i in range(args.jobs)]
 
@@ -128,7 +131,7 @@ def main() -> None:
     overhead_ms = statistics.median(s - d for s, d in zip(serial_runs, direct_runs)) * 1000
 
     print(json.dumps({
-        "machine": machine_info(torch.get_num_threads()),
+        "machine": machine,
         "job": {k: v for k, v in jobs[0].items() if k not in ("prompt", "seed")},
         "direct_s_per_job": round(direct_s, 4),
         "serve_one_at_a_time_s_per_job": round(serial_s, 4),

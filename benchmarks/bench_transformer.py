@@ -18,9 +18,9 @@ from dataclasses import asdict
 import torch
 from bench_utils import (
     interleaved,
-    machine_info,
     matmul_gflops,
     measure_peak,
+    print_machine,
     run_child,
     summary,
     tune_allocator,
@@ -169,7 +169,8 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     allocator = tune_allocator(args.allocator)
-    print(json.dumps(machine_info(args.threads)), f"| {allocator}")
+    print_machine(args.threads)
+    print(f"allocator: {allocator}")
     rates = {}
     for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         if label == "fp32" or args.bf16:

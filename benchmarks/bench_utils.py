@@ -5,6 +5,7 @@ Benchmarks are scripts, not tests: run them as `python benchmarks/<script>.py --
 
 import ctypes
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -38,23 +40,138 @@ def tune_allocator(mode: str) -> str:
     return "glibc malloc tuned (M_MMAP_MAX=0, M_TRIM_THRESHOLD=1 TiB)"
 
 
-def machine_info(threads: int) -> dict:
-    cpu = platform.processor() or "?"
+# /proc/cpuinfo flags that decide which GEMM kernels a CPU gets: AVX2 only (no fast bf16), AVX-512, native bf16
+# dot products (AVX512-BF16) and Intel's tile units (AMX: bf16 and int8).
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+# A dtype whose matmul runs below this fraction of fp32's has no native kernels here (emulated, not accelerated).
+_NATIVE_FRACTION = 0.5
+
+
+def parse_cpuinfo(text: str) -> dict:
+    """CPU model and the ISA flags that matter, from the text of /proc/cpuinfo (its first processor)."""
+    model, flags = None, None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model is None:
+            model = value.strip()
+        elif key == "flags" and flags is None:
+            flags = set(value.split())
+    return {"cpu": model or platform.processor() or "?", "isa": {f: f in (flags or ()) for f in ISA_FLAGS}}
+
+
+def gemm_libraries() -> dict[str, str]:
+    """Which library does the GEMMs of each path on this CPU build (see latte.models.layers.linear)."""
+    from latte.models.layers import _ONEDNN_DTYPES  # the dtypes our fused linears send to oneDNN
+
+    blas = "MKL" if torch.backends.mkl.is_available() else "the build's BLAS (no MKL)"
+    onednn_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    fused = "oneDNN _linear_pointwise (bias/GELU fused)"
+    return {
+        "fp32 torch.matmul": blas,
+        "fp32 our linears": fused if torch.float32 in _ONEDNN_DTYPES else f"plain F.linear ({blas})",
+        "bf16 torch.matmul": "oneDNN" if onednn_bf16 else "ATen's reference GEMM (oneDNN has no bf16 here)",
+        "bf16 our linears": fused if torch.bfloat16 in _ONEDNN_DTYPES else "plain F.linear (as bf16 torch.matmul)",
+    }
+
+
+def quick_matmul_gflops(dtype: torch.dtype, device="cpu", target_s: float = 0.05, max_n: int = 4096) -> dict:
+    """A short large-matmul rate: n doubles from 256 until an n x n x n product takes `target_s` (or n reaches
+    `max_n`); best of two at each n. Well under a second per dtype, even where the dtype has no fast kernels
+    (bf16 on an AVX2 CPU runs at a few percent of fp32)."""
+    n = 256
+    with torch.inference_mode():
+        while True:
+            a = torch.randn(n, n, device=device).to(dtype)
+            b = torch.randn(n, n, device=device).to(dtype)
+            seconds = min(time_call(lambda: a @ b, device) for _ in range(2))  # noqa: B023 (called right here)
+            if seconds >= target_s or n >= max_n:
+                return {"n": n, "gflops": round(2 * n**3 / seconds / 1e9, 1)}
+            n *= 2
+
+
+def matmul_rates(device="cpu") -> dict[str, dict]:
+    """`quick_matmul_gflops` per dtype on `device`; a low-precision dtype much slower than fp32 is marked."""
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    if torch.device(device).type == "cuda":
+        dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    max_n = 8192 if torch.device(device).type == "cuda" else 4096
+    rates = {label: quick_matmul_gflops(dtype, device, max_n=max_n) for label, dtype in dtypes.items()}
+    for label, rate in rates.items():
+        rate["native"] = label == "fp32" or rate["gflops"] >= _NATIVE_FRACTION * rates["fp32"]["gflops"]
+    return rates
+
+
+def _version(package: str) -> str | None:
     try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info(threads: int, device="cpu", rates: bool = True) -> dict:
+    """Where a benchmark ran: date, load, CPU model and ISA flags, torch's CPU kernels, GEMM library per path,
+    versions, GPU, and (unless `rates` is False) a short matmul rate per dtype on `device`. About 1-2 s."""
+    try:
+        cpu = parse_cpuinfo(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        cpu = parse_cpuinfo("")
+    cuda = torch.cuda.is_available()
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu,
+        **cpu,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "gemm": gemm_libraries(),
         "logical_cpus": os.cpu_count(),
         "threads": threads,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "versions": {
+            "torch": torch.__version__,
+            **{name: _version(name) for name in ("diffusers", "transformers", "torchao")},
+            "python": platform.python_version(),
+        },
+        "cuda": {
+            "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+            "capability": ".".join(map(str, torch.cuda.get_device_capability())),
+            "runtime": torch.version.cuda,
+        } if cuda else None,  # fmt: skip
+        "matmul_device": str(device),
+        "matmul": matmul_rates(device) if rates else None,
     }
+
+
+def format_machine(info: dict) -> str:
+    """The machine block every benchmark prints first (the same facts as `info`, which goes in its JSON)."""
+    isa = ", ".join(f"{flag} {'yes' if on else 'no'}" for flag, on in info["isa"].items())
+    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v is not None)
+    lines = [
+        f"machine: {info['date']}, load {info['load_avg_1m']} (1 min), {info['threads']} threads of "
+        f"{info['logical_cpus']} logical CPUs",
+        f"  cpu: {info['cpu']}; {isa}; torch CPU capability {info['torch_cpu_capability']}",
+        *(f"  gemm {path}: {library}" for path, library in info["gemm"].items()),
+        f"  versions: {versions}",
+    ]
+    if info["cuda"]:
+        cuda = info["cuda"]
+        lines.append(f"  gpu: {len(cuda['devices'])} x {cuda['devices'][0]} (compute {cuda['capability']}, "
+                     f"CUDA {cuda['runtime']})")  # fmt: skip
+    if info["matmul"]:
+        rates = [
+            f"{label} {r['gflops']:g} GFLOP/s (n={r['n']}){'' if r['native'] else ': no native kernels'}"
+            for label, r in info["matmul"].items()
+        ]
+        lines.append(f"  matmul on {info['matmul_device']}: " + ", ".join(rates))
+    return "\n".join(lines)
+
+
+def print_machine(threads: int, device="cpu", json_line: bool = True, file=None) -> dict:
+    """Print the machine block (and, with `json_line`, the same facts as one JSON line); return them for the
+    script's own JSON output."""
+    info = machine_info(threads, device)
+    print(format_machine(info), file=file or sys.stdout)
+    if json_line:
+        print(json.dumps({"machine": info}), file=file or sys.stdout)
+    return info
 
 
 def synchronize(device: torch.device | str) -> None:
