@@ -77,17 +77,14 @@ def gemm_libraries() -> dict[str, str]:
 
 def quick_matmul_gflops(dtype: torch.dtype, device="cpu", target_s: float = 0.05, max_n: int = 4096) -> dict:
     """A short large-matmul rate: n doubles from 256 until an n x n x n product takes `target_s` (or n reaches
-    `max_n`); best of two at each n. Well under a second per dtype, even where the dtype has no fast kernels
-    (bf16 on an AVX2 CPU runs at a few percent of fp32)."""
+    `max_n`); best of two at each n (`matmul_gflops`). Well under a second per dtype, even where the dtype has no
+    fast kernels (bf16 on an AVX2 CPU runs at a few percent of fp32)."""
     n = 256
-    with torch.inference_mode():
-        while True:
-            a = torch.randn(n, n, device=device).to(dtype)
-            b = torch.randn(n, n, device=device).to(dtype)
-            seconds = min(time_call(lambda: a @ b, device) for _ in range(2))  # noqa: B023 (called right here)
-            if seconds >= target_s or n >= max_n:
-                return {"n": n, "gflops": round(2 * n**3 / seconds / 1e9, 1)}
-            n *= 2
+    while True:
+        gflops = matmul_gflops(dtype, device, n, repeats=2)
+        if 2 * n**3 / gflops / 1e9 >= target_s or n >= max_n:
+            return {"n": n, "gflops": round(gflops, 1)}
+        n *= 2
 
 
 def matmul_rates(device="cpu") -> dict[str, dict]:
