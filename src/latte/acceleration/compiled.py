@@ -40,3 +40,11 @@ def compile_seconds() -> float:
 
     timers = getattr(torch._dynamo.utils, "compilation_time_metrics", {})
     return sum(timers.get("_compile.compile_inner", []))
+
+
+def graph_cache_use() -> str:
+    """How many compiled graphs this process took from inductor's FX graph cache and how many it compiled."""
+    from torch._dynamo.utils import counters
+
+    hits, misses = counters["inductor"]["fxgraph_cache_hit"], counters["inductor"]["fxgraph_cache_miss"]
+    return f"inductor FX graph cache: {hits} reused, {misses} compiled"

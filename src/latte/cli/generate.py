@@ -32,7 +32,9 @@ class GenerateOptions:
     width: int | None = None
     negative_prompt: str = ""
     scheduler: str | None = None  # a diffusers scheduler class name; None: the folder's scheduler
-    dtype: str = "auto"  # auto: bf16 on CPUs with AMX/AVX512-BF16 and on bf16 GPUs, else fp32 (acceleration.precision)
+    # auto: bf16 on CPUs with AMX/AVX512-BF16 and on bf16 GPUs, else fp32 (acceleration.precision). The command
+    # line defaults to auto; callers of `generate` (evaluation) keep exact fp32 unless they ask.
+    dtype: str = "fp32"
     quantize: str | None = None  # int8-dynamic or int8 (acceleration.quantize); None: off
     compile: bool = False  # torch.compile the transformer, compiled graphs cached on disk (acceleration.compiled)
     device: str | None = None  # None: cuda if available, else cpu
@@ -169,12 +171,12 @@ def check_options(options: GenerateOptions) -> None:
     if options.scheduler is not None:
         recommended_steps(options.scheduler)  # an unknown or unsupported name fails here, before loading
     check_device(options.device)
-    if options.quantize is not None:
+    if options.quantize is not None:  # auto loads int8-dynamic's CPU models in fp32 (choose_dtype)
         import torch
 
         from latte.acceleration.quantize import check_quantize
 
-        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(options.dtype, torch.float32)
+        dtype = torch_dtype("fp32" if options.dtype == "auto" else options.dtype)
         check_quantize(options.quantize, dtype, torch.device(check_device(options.device)).type)
     if options.compile and options.teacache:
         raise ValueError("--compile and --teacache exclude each other (TeaCache wraps the uncompiled transformer); "
@@ -309,7 +311,7 @@ def generate(options: GenerateOptions) -> list[tuple[Path, str]]:
     model = resolve_model(options.model)
 
     device = check_device(options.device)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[choose_dtype(options, device)]
+    dtype = torch_dtype(choose_dtype(options, device))
     start = time.perf_counter()
     pipe = LattePipeline.from_pretrained(model, torch_dtype=dtype).to(device)
     if options.lora:
@@ -319,7 +321,7 @@ def generate(options: GenerateOptions) -> list[tuple[Path, str]]:
     if options.quantize:
         pipe.quantize(options.quantize)
     if options.compile:
-        from latte.acceleration.compiled import compile_seconds, compile_transformer
+        from latte.acceleration.compiled import compile_seconds, compile_transformer, graph_cache_use
 
         logger.info("compiling the transformer at the first step; graphs cached in %s", compile_transformer(pipe))
         compiled_before = compile_seconds()
@@ -371,13 +373,18 @@ def generate(options: GenerateOptions) -> list[tuple[Path, str]]:
         folder = write_folder(options.output, fill, options.overwrite)
         written = [(folder / name, single_command(options, prompt, seed, name)) for prompt, seed, name in names]
     if options.compile:
-        logger.info("compile: %.1f s of the run (0 s of it when every graph came from the cache)",
-                    compile_seconds() - compiled_before)
+        logger.info("compile: %.1f s of the run (%s)", compile_seconds() - compiled_before, graph_cache_use())
     if options.teacache:
         logger.info("TeaCache: %d transformer steps computed, %d reused", pipe.transformer.computed,
                     pipe.transformer.skipped)
     logger.info("done in %.1f s", time.perf_counter() - start)
     return written
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
 def choose_dtype(options: GenerateOptions, device: str) -> str:
@@ -386,7 +393,7 @@ def choose_dtype(options: GenerateOptions, device: str) -> str:
 
     if options.dtype != "auto":
         return options.dtype
-    if options.quantize == "int8-dynamic" and device == "cpu":
+    if options.quantize == "int8-dynamic" and device.startswith("cpu"):
         chosen, why = "fp32", "int8-dynamic on CPU quantizes float32 activations"
     else:
         chosen, why = auto_dtype(device)
