@@ -9,8 +9,6 @@ set that variable, latte points it at `~/.cache/latte/inductor` (`$XDG_CACHE_HOM
 import os
 from pathlib import Path
 
-import torch
-
 CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"
 
 
@@ -26,6 +24,9 @@ def inductor_cache_dir() -> Path:
 def compile_transformer(pipe) -> Path:
     """`pipe.transformer = torch.compile(pipe.transformer)` with the on-disk cache; returns the cache folder.
     Compiling happens at the first step; `compile_seconds` tells how long it took."""
+    import torch._functorch.config
+    import torch._inductor.config
+
     cache = inductor_cache_dir()
     torch._inductor.config.fx_graph_cache = True  # the defaults, stated: a run reuses earlier compiles
     torch._functorch.config.enable_autograd_cache = True

@@ -4,9 +4,9 @@
   transformer blocks (attention and feed-forward: nearly all of a step's FLOPs). On CPU this is PyTorch's own
   x86 dynamic quantization (`torch.ao.quantization.quantize_dynamic`, the x86 engine: fbgemm, oneDNN with
   VNNI/AMX where the CPU has them); elsewhere torchao's `Int8DynamicActivationInt8WeightConfig`. torchao's
-  path runs on CPU too, but its int8 matmul was about 13x slower than fp32 on an AVX2 CPU, compiled or not.
+  path runs on CPU too, but its int8 linear took 13-18x the fp32 time on an AVX2 CPU, compiled or not.
 - `int8`: int8 weight-only (torchao's `Int8WeightOnlyConfig`) for the transformer blocks and the T5 encoder:
-  about a quarter of their fp32 weight memory, activations stay in the model dtype.
+  their weights take a quarter of the fp32 bytes (plus a scale per row), activations stay in the model dtype.
 
 The embeddings, the adaLN/timestep linears and the output projection stay in the model dtype: they are a
 sliver of the work and the most sensitive to rounding. Quantization is lossy: frames move away from the
