@@ -162,9 +162,10 @@ def test_cpu_offload_and_vae_options_keep_frames(tiny_pipe):
 
 
 @pytest.mark.slow  # inductor's first compile on a 2-core CPU: about 40-80 s, nearly all of it fixed cost
-def test_documented_compile_recipe_runs():
-    """channels_last + torch.compile of the transformer and of vae.decode, then `pipe(prompt=...).frames[0]`.
-    The smallest models that still have every kind of layer keep inductor's compile time down."""
+def test_documented_compile_recipe_gives_the_eager_frames():
+    """The Latte-1 docs' speed recipe (channels_last, torch.compile of the transformer and of vae.decode) on our
+    pipeline: same fp32 frames as eager within 1e-4. The smallest models that still have every kind of layer
+    keep inductor's compile time down."""
     from diffusers import AutoencoderKL
 
     components = build_tiny_components(seed=1, num_layers=1)
@@ -173,15 +174,15 @@ def test_documented_compile_recipe_runs():
         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
     ).eval()
     pipe = quiet_pipeline(components)
-    kwargs = {"num_inference_steps": 1, "video_length": 2, "height": 8, "width": 8, "guidance_scale": 1.0}
-    reference = pipe("a red circle", generator=torch.Generator().manual_seed(0), output_type="np", **kwargs)
+    kwargs = {"num_inference_steps": 2, "video_length": 2, "height": 16, "width": 16, "output_type": "np"}
+    reference = pipe("a red circle", generator=torch.Generator().manual_seed(0), **kwargs).frames
     pipe.transformer.to(memory_format=torch.channels_last)
     pipe.vae.to(memory_format=torch.channels_last)
     pipe.transformer = torch.compile(pipe.transformer)
     pipe.vae.decode = torch.compile(pipe.vae.decode)
-    frames = pipe(prompt="a red circle", generator=torch.Generator().manual_seed(0), **kwargs).frames[0]
-    assert len(frames) == 2 and frames[0].size == (8, 8)
-    assert np.abs(np.asarray(frames[1]) / 255.0 - reference.frames[0, 1]).max() <= 1 / 255 + 1e-3
+    frames = pipe(prompt="a red circle", generator=torch.Generator().manual_seed(0), **kwargs).frames
+    assert frames.shape == reference.shape == (1, 2, 16, 16, 3)
+    assert np.abs(frames - reference).max() <= 1e-4
 
 
 def test_load_folder_and_dtype(folder):

@@ -14,7 +14,8 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-DTYPES = ("fp32", "fp16", "bf16")
+DTYPES = ("auto", "fp32", "fp16", "bf16")
+QUANTIZE_MODES = ("int8-dynamic", "int8")  # latte.acceleration.quantize.MODES (not imported: torch-free CLI setup)
 FORMATS = ("mp4", "gif", "png")
 
 
@@ -31,7 +32,11 @@ class GenerateOptions:
     width: int | None = None
     negative_prompt: str = ""
     scheduler: str | None = None  # a diffusers scheduler class name; None: the folder's scheduler
+    # auto: bf16 on CPUs with AMX/AVX512-BF16 and on bf16 GPUs, else fp32 (acceleration.precision). The command
+    # line defaults to auto; callers of `generate` (evaluation) keep exact fp32 unless they ask.
     dtype: str = "fp32"
+    quantize: str | None = None  # int8-dynamic or int8 (acceleration.quantize); None: off
+    compile: bool = False  # torch.compile the transformer, compiled graphs cached on disk (acceleration.compiled)
     device: str | None = None  # None: cuda if available, else cpu
     fps: float | None = None  # None: the folder's default, else 8
     teacache: float = 0.0  # TeaCache threshold (approximate step skipping); 0 = off, every step computed
@@ -90,7 +95,15 @@ def register(subparsers) -> None:
     p.add_argument("--scheduler", default=None,
                    help="diffusers scheduler class, e.g. DDIMScheduler (default: the model's); without --steps it "
                    "runs at its recommended step count (latte.pipelines.schedulers.RECOMMENDED_STEPS)")
-    p.add_argument("--dtype", choices=DTYPES, default="fp32", help="model dtype (default fp32)")
+    p.add_argument("--dtype", choices=DTYPES, default="auto",
+                   help="model dtype (default auto: bf16 on CPUs with AMX or AVX512-BF16 and on GPUs with bf16, "
+                   "else fp32; the log says which and why); fp32 is exact")
+    p.add_argument("--quantize", choices=QUANTIZE_MODES, default=None,
+                   help="int8-dynamic: int8 weights and activations for the transformer's linears; int8: int8 "
+                   "weights only, transformer and T5 (less memory; needs torchao). Lossy; default off")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the transformer (inductor); the first run compiles (minutes on a small CPU, "
+                   "logged apart), later runs reuse the compiled graphs cached in ~/.cache/latte/inductor")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--fps", type=float, default=None, help="frames per second of the video (default 8)")
     p.add_argument("--teacache", type=float, default=0.0, metavar="THRESHOLD",
@@ -158,6 +171,16 @@ def check_options(options: GenerateOptions) -> None:
     if options.scheduler is not None:
         recommended_steps(options.scheduler)  # an unknown or unsupported name fails here, before loading
     check_device(options.device)
+    if options.quantize is not None:  # auto loads int8-dynamic's CPU models in fp32 (choose_dtype)
+        import torch
+
+        from latte.acceleration.quantize import check_quantize
+
+        dtype = torch_dtype("fp32" if options.dtype == "auto" else options.dtype)
+        check_quantize(options.quantize, dtype, torch.device(check_device(options.device)).type)
+    if options.compile and options.teacache:
+        raise ValueError("--compile and --teacache exclude each other (TeaCache wraps the uncompiled transformer); "
+                         "give one")
     for spec in options.lora:
         lora_spec(spec)
     check_condition(options)
@@ -240,7 +263,8 @@ def single_command(options: GenerateOptions, prompt: str, seed: int, output: str
     flags = {"--model": options.model, "--steps": options.steps, "--guidance": options.guidance,
              "--frames": options.frames, "--height": options.height, "--width": options.width,
              "--negative-prompt": options.negative_prompt or None, "--scheduler": options.scheduler,
-             "--dtype": None if options.dtype == "fp32" else options.dtype, "--device": options.device,
+             "--dtype": None if options.dtype == "auto" else options.dtype, "--device": options.device,
+             "--quantize": options.quantize,
              "--fps": options.fps, "--teacache": options.teacache or None, "--image": options.image,
              "--extend": options.extend}
     for flag, value in flags.items():
@@ -248,6 +272,8 @@ def single_command(options: GenerateOptions, prompt: str, seed: int, output: str
             argv += [flag, str(value)]
     for spec in options.lora:
         argv += ["--lora", spec]
+    if options.compile:
+        argv.append("--compile")
     return shlex.join(argv)
 
 
@@ -284,14 +310,21 @@ def generate(options: GenerateOptions) -> list[tuple[Path, str]]:
     check_outputs(options)
     model = resolve_model(options.model)
 
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[options.dtype]
     device = check_device(options.device)
+    dtype = torch_dtype(choose_dtype(options, device))
     start = time.perf_counter()
     pipe = LattePipeline.from_pretrained(model, torch_dtype=dtype).to(device)
     if options.lora:
         for i, (path, scale) in enumerate(map(lora_spec, options.lora)):
             pipe.load_lora_weights(path, adapter_name=f"lora{i}", scale=scale)
         pipe.fuse_lora()  # plain-linear speed while generating
+    if options.quantize:
+        pipe.quantize(options.quantize)
+    if options.compile:
+        from latte.acceleration.compiled import compile_seconds, compile_transformer, graph_cache_use
+
+        logger.info("compiling the transformer at the first step; graphs cached in %s", compile_transformer(pipe))
+        compiled_before = compile_seconds()
     steps = options.steps
     if options.scheduler:
         pipe.scheduler = make_scheduler(options.scheduler, pipe.scheduler.config)
@@ -339,11 +372,33 @@ def generate(options: GenerateOptions) -> list[tuple[Path, str]]:
 
         folder = write_folder(options.output, fill, options.overwrite)
         written = [(folder / name, single_command(options, prompt, seed, name)) for prompt, seed, name in names]
+    if options.compile:
+        logger.info("compile: %.1f s of the run (%s)", compile_seconds() - compiled_before, graph_cache_use())
     if options.teacache:
         logger.info("TeaCache: %d transformer steps computed, %d reused", pipe.transformer.computed,
                     pipe.transformer.skipped)
     logger.info("done in %.1f s", time.perf_counter() - start)
     return written
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def choose_dtype(options: GenerateOptions, device: str) -> str:
+    """The dtype name to load in: `--dtype`, or for `auto` the device's best (logged with the reason)."""
+    from latte.acceleration.precision import auto_dtype
+
+    if options.dtype != "auto":
+        return options.dtype
+    if options.quantize == "int8-dynamic" and device.startswith("cpu"):
+        chosen, why = "fp32", "int8-dynamic on CPU quantizes float32 activations"
+    else:
+        chosen, why = auto_dtype(device)
+    logger.info("--dtype auto: %s, as %s", chosen, why)
+    return chosen
 
 
 def run_generate(options: GenerateOptions) -> int:

@@ -8,6 +8,8 @@ shards `NAME.fp16-00001-of-00002.safetensors`).
 
 import contextlib
 import dataclasses
+import functools
+import importlib.util
 import json
 import logging
 import math
@@ -28,10 +30,28 @@ WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 INDEX_SUFFIX = ".index.json"
 
 
+@functools.cache
+def import_torchao_quietly() -> None:
+    """Import torchao (the optional `quantize` extra) once, if installed, before diffusers does on its first
+    load. That import logs a warning per kernel library built for other hardware (CUDA sm90, MXFP8) and
+    diffusers 0.42 one about torchao tensor classes that moved: noise on every command, not problems."""
+    if importlib.util.find_spec("torchao") is None:
+        return
+    with contextlib.ExitStack() as stack:
+        for name in ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer"):
+            source = logging.getLogger(name)
+            stack.callback(source.setLevel, source.level)
+            source.setLevel(logging.ERROR)
+        import diffusers.quantizers.torchao.torchao_quantizer  # noqa: F401  (imports torchao, checks its classes)
+        import torchao.quantization  # noqa: F401
+
+
 @contextlib.contextmanager
 def library_bars_off():
     """Inside: no transformers "Loading weights" or diffusers shard progress bars (per-file noise on every
-    load), unless latte logs at debug level (`latte -v`). The previous setting is restored after."""
+    load), unless latte logs at debug level (`latte -v`). The previous setting is restored after. Also imports
+    torchao quietly (`import_torchao_quietly`)."""
+    import_torchao_quietly()
     if logging.getLogger("latte").isEnabledFor(logging.DEBUG):
         yield
         return

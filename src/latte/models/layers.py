@@ -36,6 +36,7 @@ def linear(x: torch.Tensor, layer: nn.Linear, gelu: str | None = None) -> torch.
     if (
         _ONEDNN_LINEAR
         and isinstance(layer, nn.Linear)  # not a peft LoRA layer: its forward adds the adapters
+        and type(w) in (nn.Parameter, torch.Tensor)  # not a quantized weight (torchao): its own kernels
         and x.device.type == "cpu"
         and x.dtype == w.dtype
         and x.dtype in _ONEDNN_DTYPES

@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from latte.devices import check_device
-from latte.models.io import read_json, write_json
+from latte.models.io import import_torchao_quietly, read_json, write_json
 from latte.models.latte_t2v import DIFFUSERS_CLASS_NAME, LatteT2VTransformer
 from latte.models.text_encoder import (
     TOKENIZER_CLASSES,
@@ -214,6 +214,15 @@ class LattePipeline:
             for other in TORCH_COMPONENTS:
                 getattr(self, other).to(self._offload_device if other == name else "cpu")
 
+    def quantize(self, mode: str) -> None:
+        """Quantize the models in place, lossy and for good: `"int8-dynamic"` (int8 weights and activations of the
+        transformer blocks' linears) or `"int8"` (int8 weight-only, transformer blocks and T5). Quantize after
+        `to(device, dtype)` and before `torch.compile`; see `latte.acceleration.quantize`."""
+        from latte.acceleration.quantize import quantize_pipeline
+
+        quantize_pipeline(self, mode)
+        self._negative_cache.clear()  # embeddings of the unquantized T5
+
     def enable_vae_slicing(self) -> None:
         """Decode the frames one at a time inside the VAE (less memory, same frames)."""
         self.vae.enable_slicing()
@@ -307,6 +316,7 @@ class LattePipeline:
         generate_defaults = check_generate_defaults(
             index.get(FOLDER_DEFAULTS_KEY, {}), str(folder / "model_index.json")
         )
+        import_torchao_quietly()  # before transformers' model classes import it loudly
         import transformers
 
         weights = dict(variant=variant, use_safetensors=use_safetensors)
