@@ -70,6 +70,7 @@ def test_prompt_set_covers_seen_heldout_and_paraphrase():
     # held-out videos keep their seeds.
     assert cases[-len(para):] == para and len(para) == PARAPHRASES_PER_COMBINATION * len(HELDOUT)
     assert [(c.prompt, (c.color, c.shape, c.motion)) for c in para] == paraphrase_prompts()
+    assert prompt_set(num_seen=10, paraphrase=False) == cases[: -len(para)]
     with pytest.raises(ValueError, match="num_seen"):
         prompt_set(num_seen=0)
 

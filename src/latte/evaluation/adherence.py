@@ -164,11 +164,11 @@ class PromptCase:
 PROMPT_SPLITS = ("seen", "heldout", "paraphrase")
 
 
-def prompt_set(num_seen: int = 24) -> list[PromptCase]:
+def prompt_set(num_seen: int = 24, paraphrase: bool = True) -> list[PromptCase]:
     """`num_seen` training combinations spread evenly over the label order, then every held-out one, each
-    as the plainest caption ("a red circle moving left"), then the held-out combinations in the paraphrases
-    of `latte.data.synthetic.paraphrase_prompts` ("the box that drifts upwards is cyan"): sentence shapes no
-    training caption uses, in words only the rich training vocabulary teaches."""
+    as the plainest caption ("a red circle moving left"), then (with `paraphrase`) the held-out combinations
+    in the paraphrases of `latte.data.synthetic.paraphrase_prompts` ("the box that drifts upwards is cyan"):
+    sentence shapes no training caption uses, in words only the rich training vocabulary teaches."""
     train = combinations("train")
     if not 1 <= num_seen <= len(train):
         raise ValueError(f"num_seen must be in 1..{len(train)}, got {num_seen}")
@@ -178,6 +178,8 @@ def prompt_set(num_seen: int = 24) -> list[PromptCase]:
         for split, combos in (("seen", seen), ("heldout", list(HELDOUT)))
         for c, s, m in combos
     ]
+    if not paraphrase:
+        return plain
     # Appended, so that the seen and held-out videos (seeded by their index) stay those measured before.
     return plain + [PromptCase(text, c, s, m, "paraphrase") for text, (c, s, m) in paraphrase_prompts()]
 
