@@ -22,6 +22,7 @@ from latte.data.synthetic import (
     motion_phrases,
     paraphrase_prompts,
     render_clip,
+    rich_caption,
 )
 
 
@@ -95,6 +96,8 @@ def test_rich_captions_describe_the_same_clips():
     assert len({rich[i]["caption"] for i in range(30)}) == 30  # varied phrasing
     with pytest.raises(ValueError, match="unknown captions 'fancy'; allowed: basic, rich"):
         SyntheticShapes(4, captions="fancy")
+    with pytest.raises(ValueError, match="'pink'; allowed: black, gray, white"):
+        rich_caption("red", "circle", "left", "small", "pink", pick=lambda n: 0)
 
 
 def caption_pattern(template: str, slots: dict) -> re.Pattern:

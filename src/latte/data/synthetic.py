@@ -197,6 +197,9 @@ def rich_caption(color: str, shape: str, motion: str, size: str | None, backgrou
     in that order): a seeded draw, or fixed choices. `size=None` drops the size word.
     """
     label_of(color, shape, motion)
+    for value, allowed in ((size, (*SIZES, None)), (background, BACKGROUNDS)):
+        if value not in allowed:
+            raise ValueError(f"unknown attribute {value!r}; allowed: {', '.join(map(str, allowed))}")
     template = templates[pick(len(templates))]
     shape_word = SHAPE_WORDS[shape][pick(len(SHAPE_WORDS[shape]))]
     phrases = motion_phrases(motion)
@@ -211,12 +214,12 @@ def paraphrase_prompts() -> list[tuple[str, tuple[str, str, str]]]:
     (prompt, (colour, shape, motion)). Their sentence shapes never occur in training captions of either
     vocabulary; their words all occur in rich ones. Fixed: the choices come from one seeded generator."""
     g = torch.Generator().manual_seed(17)
+    pick = lambda n: int(torch.randint(n, (1,), generator=g))  # noqa: E731
     prompts = []
     for i, (color, shape, motion) in enumerate(HELDOUT):
         for j in range(PARAPHRASES_PER_COMBINATION):
             # Templates in turn (each used equally often); the words drawn.
             template = PARAPHRASE_TEMPLATES[(i * PARAPHRASES_PER_COMBINATION + j) % len(PARAPHRASE_TEMPLATES)]
-            pick = lambda n: int(torch.randint(n, (1,), generator=g))  # noqa: E731
             background = list(BACKGROUNDS)[pick(len(BACKGROUNDS))]
             text = rich_caption(color, shape, motion, None, background, pick, templates=(template,))
             prompts.append((text, (color, shape, motion)))
