@@ -164,7 +164,8 @@ def train_vae(downsample: int = 4, steps: int = 500, batch: int = 8, lr: float =
     return vae
 
 
-# Ceilings on the tokenizer's pieces: enough for each word of the vocabulary to stay whole.
+# Ceilings on the tokenizer's pieces (sentencepiece stops below them: 68 basic, 107 rich); every word but
+# "background" then stays one piece (a comma is a piece of its own).
 TOKENIZER_SIZES = {"basic": 72, "rich": 256}
 
 
