@@ -98,7 +98,7 @@ def main() -> int:
     if trained:
         from latte.evaluation.adherence import prompt_set
 
-        cases = prompt_set(args.num_seen)
+        cases = prompt_set(args.num_seen, paraphrase=False)  # seen and held-out, as measured before
         prompts = [c.prompt for c in cases[: args.prompts]]
     else:
         prompts = RANDOM_PROMPTS[: args.prompts]

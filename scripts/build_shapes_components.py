@@ -1,6 +1,6 @@
 """Build the frozen parts of the shipped `latte-shapes` model: VAE, T5 encoder, tokenizer, scheduler.
 
-    python scripts/build_shapes_components.py OUT_DIR [--vae-steps 500]
+    python scripts/build_shapes_components.py OUT_DIR [--vae-steps 500] [--captions basic|rich]
 
 writes OUT_DIR/{vae,text_encoder,tokenizer,scheduler}/ in the Latte-1 (diffusers) layout; `latte train
 configs/latte-shapes.yaml` then trains the transformer on top of them and `latte export` assembles the model.
@@ -11,7 +11,8 @@ configs/latte-shapes.yaml` then trains the transformer on top of them and `latte
   pixels, which a VAE trained for minutes on a CPU does not reconstruct.
 - text_encoder/: a 2-layer `T5EncoderModel` with random, seeded weights. It is frozen: the transformer
   learns to read its features, exactly as Latte-1 reads a frozen T5-XXL.
-- tokenizer/: a sentencepiece model trained on every caption of the domain.
+- tokenizer/: a sentencepiece model trained on the domain's captions: `--captions basic` (the shipped model's
+  vocabulary) or `rich` (synonyms and many sentence shapes, for `data.synthetic_captions: rich` training).
 - scheduler/: DPM-Solver++ (2nd order multistep) over Latte's 1000-step linear beta schedule.
 """
 
@@ -24,7 +25,7 @@ import torch
 from diffusers import AutoencoderKL, DPMSolverMultistepScheduler
 from tqdm import tqdm
 
-from latte.data.synthetic import SyntheticShapes, all_captions
+from latte.data.synthetic import CAPTION_STYLES, SyntheticShapes, all_captions
 from latte.models.text_encoder import train_tokenizer
 
 log = logging.getLogger("build_shapes_components")
@@ -163,15 +164,26 @@ def train_vae(downsample: int = 4, steps: int = 500, batch: int = 8, lr: float =
     return vae
 
 
-def build_text_components(folder: Path, width: int = 128, seed: int = 0):
-    """A sentencepiece tokenizer trained on the domain's captions and a small random, frozen T5 encoder."""
+# Ceilings on the tokenizer's pieces (sentencepiece stops below them: 68 basic, 107 rich); every word but
+# "background" then stays one piece (a comma is a piece of its own).
+TOKENIZER_SIZES = {"basic": 72, "rich": 256}
+
+
+def build_text_components(folder: Path, width: int = 128, seed: int = 0, captions: str = "basic"):
+    """A sentencepiece tokenizer trained on the domain's captions (`captions`: the vocabulary) and a small
+    random, frozen T5 encoder."""
     from transformers import T5Config, T5EncoderModel
 
-    captions = all_captions()
+    from latte.pipelines.text_to_video import unrepresented_words
+
+    corpus = all_captions(captions)
     # Each word of the domain also as a line of its own (300 times): sentencepiece then keeps the colour,
     # shape and motion words whole (on captions alone it splits most words into letters).
-    words = sorted({w for c in captions for w in c.split()})
-    tokenizer = train_tokenizer(captions + words * 300, folder / "tokenizer", vocab_size=72)
+    words = sorted({w for c in corpus for w in c.split()})
+    tokenizer = train_tokenizer(corpus + words * 300, folder / "tokenizer", vocab_size=TOKENIZER_SIZES[captions])
+    missing = unrepresented_words(tokenizer, words)
+    if missing:
+        raise RuntimeError(f"the tokenizer split these words into letters: {', '.join(missing)}")
     config = T5Config(
         vocab_size=len(tokenizer), d_model=width, d_kv=width // 4, d_ff=2 * width, num_layers=2, num_heads=4,
         dropout_rate=0.0, feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False,
@@ -206,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs-from", type=Path, default=None, metavar="MODEL",
                         help="with --decoder-only: also train on this pipeline folder's generated latents, "
                         "paired with the clips their captions describe")
+    parser.add_argument("--captions", choices=CAPTION_STYLES, default="basic",
+                        help="the tokenizer's vocabulary (default basic: the shipped model's; rich: for "
+                        "training with data.synthetic_captions=rich)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -220,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                         lr=args.lr)
         vae.save_pretrained(args.out / "vae")
     if args.only in (None, "text"):
-        build_text_components(args.out)
+        build_text_components(args.out, captions=args.captions)
     if args.only in (None, "scheduler"):
         build_scheduler().save_pretrained(args.out / "scheduler")
     log.info("wrote %s", args.out)

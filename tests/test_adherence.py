@@ -1,12 +1,13 @@
 import argparse
-import re
+import json
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from latte.cli import evaluate as evaluate_cli
-from latte.data.synthetic import HELDOUT, combinations, render_clip
+from latte.cli.main import main
+from latte.data.synthetic import HELDOUT, PARAPHRASES_PER_COMBINATION, combinations, paraphrase_prompts, render_clip
 from latte.evaluation.adherence import (
     evaluate_adherence,
     format_table,
@@ -14,6 +15,7 @@ from latte.evaluation.adherence import (
     prompt_set,
     read_clip,
 )
+from tiny_components import build_tiny_pipeline_folder
 
 
 def frames_of(video: torch.Tensor) -> torch.Tensor:
@@ -55,22 +57,30 @@ def test_blank_and_static_videos_read_as_wrong():
         read_clip(torch.zeros(3, 16, 64))
 
 
-def test_prompt_set_covers_seen_and_heldout():
+def test_prompt_set_covers_seen_heldout_and_paraphrase():
     cases = prompt_set(num_seen=10)
     seen = [c for c in cases if c.split == "seen"]
     held = [c for c in cases if c.split == "heldout"]
+    para = [c for c in cases if c.split == "paraphrase"]
     assert len(seen) == 10 and len(held) == len(HELDOUT)
     assert all((c.color, c.shape, c.motion) in combinations("train") for c in seen)
     assert {(c.color, c.shape, c.motion) for c in held} == set(HELDOUT)
     assert cases[0].prompt == f"a {cases[0].color} {cases[0].shape} moving {cases[0].motion}"
+    # The paraphrases: the held-out targets, phrased as no training caption is; last, so the seen and
+    # held-out videos keep their seeds.
+    assert cases[-len(para):] == para and len(para) == PARAPHRASES_PER_COMBINATION * len(HELDOUT)
+    assert [(c.prompt, (c.color, c.shape, c.motion)) for c in para] == paraphrase_prompts()
+    assert prompt_set(num_seen=10, paraphrase=False) == cases[: -len(para)]
     with pytest.raises(ValueError, match="num_seen"):
         prompt_set(num_seen=0)
 
 
 class RenderingPipeline:
-    """Stands in for LattePipeline: renders what each prompt asks for (optionally with the wrong colour)."""
+    """Stands in for LattePipeline: renders what each prompt of `cases` asks for (optionally with the wrong
+    colour)."""
 
-    def __init__(self, wrong_color: bool = False):
+    def __init__(self, cases, wrong_color: bool = False):
+        self.targets = {case.prompt: (case.color, case.shape, case.motion) for case in cases}
         self.wrong_color, self.calls = wrong_color, []
 
     def __call__(self, prompts, generator, output_type, **kwargs):
@@ -78,8 +88,7 @@ class RenderingPipeline:
         self.calls.append(kwargs)
         videos = []
         for prompt in prompts:
-            color, shape, motion = re.fullmatch(r"a (\w+) (\w+) \w+ ?(\w*)", prompt).groups()
-            motion = motion or "grow"  # "a red circle growing"
+            color, shape, motion = self.targets[prompt]
             color = "blue" if self.wrong_color and color != "blue" else color
             videos.append(frames_of(render_clip(color, shape, motion)))
         return SimpleNamespace(frames=torch.stack(videos))
@@ -87,14 +96,18 @@ class RenderingPipeline:
 
 def test_evaluate_adherence_scores_each_attribute():
     cases = prompt_set(num_seen=4)
-    result = evaluate_adherence(RenderingPipeline(), cases, seeds=[0, 1], batch_size=5, num_inference_steps=3)
-    assert result["table"]["all"]["videos"] == 2 * len(cases) == len(result["videos"])
-    assert result["table"]["seen"]["all"] == 1.0 and result["table"]["heldout"]["all"] == 1.0
-    wrong = evaluate_adherence(RenderingPipeline(wrong_color=True), cases, seeds=[0])["table"]["all"]
-    assert wrong["color"] < 0.3 and wrong["shape"] == 1.0 and wrong["motion"] == 1.0
-    assert "| seen |" in format_table(result["table"])
+    result = evaluate_adherence(RenderingPipeline(cases), cases, seeds=[0, 1], batch_size=5, num_inference_steps=3)
+    table = result["table"]
+    assert table["all"]["videos"] == 2 * len(cases) == len(result["videos"])
+    assert table["paraphrase"]["videos"] == 2 * PARAPHRASES_PER_COMBINATION * len(HELDOUT)
+    assert table["seen"]["all"] == table["heldout"]["all"] == table["paraphrase"]["all"] == 1.0
+    wrong = evaluate_adherence(RenderingPipeline(cases, wrong_color=True), cases, seeds=[0])["table"]
+    for split in ("paraphrase", "all"):
+        assert wrong[split]["color"] < 0.3 and wrong[split]["shape"] == 1.0 and wrong[split]["motion"] == 1.0
+    assert list(table) == ["seen", "heldout", "paraphrase", "all"]
+    assert "| seen |" in format_table(table) and "| paraphrase | 48 |" in format_table(table)
     with pytest.raises(ValueError, match="seeds"):
-        evaluate_adherence(RenderingPipeline(), cases, seeds=[])
+        evaluate_adherence(RenderingPipeline(cases), cases, seeds=[])
 
 
 def test_cli_ground_truth(capsys, tmp_path):
@@ -105,3 +118,20 @@ def test_cli_ground_truth(capsys, tmp_path):
     assert args.run(args) == 0
     assert "| all | 12 | 100.0% | 100.0% | 100.0% |" in capsys.readouterr().out
     assert out.is_file()
+
+
+def test_cli_reports_the_paraphrase_split_of_a_model(capsys, tmp_path):
+    """A tiny random pipeline: the numbers mean nothing, the rows and the words it cannot represent do."""
+    folder = build_tiny_pipeline_folder(tmp_path / "tiny")
+    out = tmp_path / "adherence.json"
+    assert main(["eval", "adherence", "--model", str(folder), "--seeds", "0", "--num-seen", "1", "--steps", "1",
+                 "--batch-size", "33", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    paraphrases = PARAPHRASES_PER_COMBINATION * len(HELDOUT)
+    for row in ("| seen | 1 |", f"| heldout | {len(HELDOUT)} |", f"| paraphrase | {paraphrases} |"):
+        assert row in printed, printed
+    report = json.loads(out.read_text())
+    assert [v["split"] for v in report["videos"]].count("paraphrase") == paraphrases
+    # The tiny tokenizer never saw the domain's rarer words: they are named once, and in the report.
+    unknown = report["settings"]["unrepresented_words"]
+    assert "disc" in unknown and "words of the prompts this model's tokenizer cannot represent" in printed

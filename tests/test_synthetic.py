@@ -1,17 +1,28 @@
+import re
+
 import pytest
 import torch
 
+from latte.data import synthetic
 from latte.data.synthetic import (
+    BACKGROUND_WORDS,
     COLORS,
     HELDOUT,
     MOTIONS,
+    PARAPHRASE_TEMPLATES,
+    PARAPHRASES_PER_COMBINATION,
+    SHAPE_WORDS,
     SHAPES,
+    SIZE_WORDS,
     SyntheticShapes,
     all_captions,
     caption,
     combinations,
     label_of,
+    motion_phrases,
+    paraphrase_prompts,
     render_clip,
+    rich_caption,
 )
 
 
@@ -70,3 +81,92 @@ def test_bad_input_is_rejected():
         SyntheticShapes(4, split="test")
     with pytest.raises(ValueError, match="num_samples"):
         SyntheticShapes(0)
+
+
+def test_rich_captions_describe_the_same_clips():
+    basic, rich = SyntheticShapes(30, seed=2), SyntheticShapes(30, seed=2, captions="rich")
+    for i in range(30):
+        a, b = basic[i], rich[i]
+        assert torch.equal(a["video"], b["video"]) and a["label"] == b["label"]
+        color, shape, motion = combinations("all")[b["label"]]
+        words = b["caption"].replace(",", "").split()
+        assert color in words and any(word in words for word in SHAPE_WORDS[shape])
+        assert any(ing in b["caption"] or s in b["caption"] for ing, s in motion_phrases(motion))
+        assert b["caption"] == SyntheticShapes(30, seed=2, captions="rich")[i]["caption"]
+    assert len({rich[i]["caption"] for i in range(30)}) == 30  # varied phrasing
+    with pytest.raises(ValueError, match="unknown captions 'fancy'; allowed: basic, rich"):
+        SyntheticShapes(4, captions="fancy")
+    with pytest.raises(ValueError, match="'pink'; allowed: black, gray, white"):
+        rich_caption("red", "circle", "left", "small", "pink", pick=lambda n: 0)
+
+
+def caption_pattern(template: str, slots: dict) -> re.Pattern:
+    """A regex for every filling of `template` with any of `slots`' words (more than training produces, so a
+    text it does not match is certainly no training caption)."""
+    out = []
+    for part in re.split(r"(\{size\} |\{\w+\})", template):
+        if part == "{size} ":  # dropped where a clip has no one size
+            out.append("(?:(?:" + "|".join(map(re.escape, slots["size"])) + ") )?")
+        elif part.startswith("{"):
+            out.append("(?:" + "|".join(map(re.escape, slots[part[1:-1]])) + ")")
+        else:
+            out.append(re.escape(part))
+    return re.compile("".join(out))
+
+
+def rich_words() -> dict:
+    phrases = [p for m in MOTIONS for p in motion_phrases(m)]
+    return {
+        "color": list(COLORS), "shape": [w for ws in SHAPE_WORDS.values() for w in ws],
+        "size": [w for ws in SIZE_WORDS.values() for w in ws],
+        "background": [w for ws in BACKGROUND_WORDS.values() for w in ws],
+        "ing": [ing for ing, _ in phrases], "s": [s for _, s in phrases],
+    }
+
+
+def training_patterns() -> list[re.Pattern]:
+    """Every training caption shape of both vocabularies."""
+    basic = {
+        "color": list(COLORS), "shape": SHAPES, "size": synthetic.SIZES, "background": list(synthetic.BACKGROUNDS),
+        "motion": [p for phrases in synthetic._MOTION_PHRASES.values() for p in phrases],
+    }
+    return [caption_pattern(t, basic) for t in synthetic._TEMPLATES] + [
+        caption_pattern(t, rich_words()) for t in synthetic._RICH_TEMPLATES
+    ]
+
+
+def test_paraphrases_are_never_training_captions():
+    patterns = training_patterns()
+    # The patterns do describe the training captions of both vocabularies.
+    drawn = [SyntheticShapes(200, seed=1, captions=style)[i]["caption"] for style in ("basic", "rich") for i in
+             range(0, 200, 2)]
+    for text in [*all_captions(), *drawn]:
+        assert any(p.fullmatch(text) for p in patterns), text
+    prompts = paraphrase_prompts()
+    for prompt, _ in prompts:
+        assert not any(p.fullmatch(prompt) for p in patterns), prompt
+    assert len({p for p, _ in prompts}) == len(prompts) == PARAPHRASES_PER_COMBINATION * len(HELDOUT)
+    assert [target for _, target in prompts] == [c for c in HELDOUT for _ in range(PARAPHRASES_PER_COMBINATION)]
+    # Each paraphrase template is used equally often.
+    for template in PARAPHRASE_TEMPLATES:
+        pattern = caption_pattern(template, rich_words())
+        assert sum(bool(pattern.fullmatch(p)) for p, _ in prompts) == len(prompts) // len(PARAPHRASE_TEMPLATES)
+
+
+def test_tokenizer_corpus_has_every_word_of_training_and_paraphrases():
+    def words(texts):
+        return {w for t in texts for w in t.split()}
+
+    rich_training = words(synthetic._rich_corpus())
+    # Paraphrases use only words (as whitespace splits them, commas attached) that rich training captions use:
+    # the frozen random text encoder's features mean only what training taught.
+    assert words(p for p, _ in paraphrase_prompts()) <= rich_training
+    # The rich vocabulary contains the basic one, and the corpus every word a rich caption can draw.
+    assert words(all_captions("basic")) <= rich_training
+    drawn = words(SyntheticShapes(300, seed=4, captions="rich")[i]["caption"] for i in range(300))
+    assert drawn <= words(all_captions()) == rich_training
+    assert {"ball", "disc", "dot", "box", "block", "climbing", "dropping", "sinking", "heading", "travelling",
+            "side", "upward", "bigger", "swelling", "expanding"} <= rich_training
+    assert set(all_captions("basic")) < set(all_captions())
+    with pytest.raises(ValueError, match="unknown captions"):
+        all_captions("other")

@@ -13,7 +13,7 @@ from latte.training import checkpoint as ckpt
 from latte.training.config import load_config
 from latte.training.export import export_run
 from latte.training.model import build_model
-from latte.training.train import Dist, lr_at, pad_text, prepare_cache, train
+from latte.training.train import Dist, lr_at, make_dataset, pad_text, prepare_cache, train
 from training_support import make_components, tiny_config, train_killed_after_checkpoint
 
 
@@ -43,6 +43,15 @@ def test_config_typo_names_the_key(tmp_path):
     assert (
         cfg.train.lr == 3e-4 and cfg.model.args == {"num_layers": 2} and cfg.train.adam_betas == (0.9, 0.95)
     )
+
+
+def test_synthetic_caption_vocabulary_is_a_data_setting():
+    rich = load_config(None, ["data.synthetic_captions=rich", "data.num_samples=3"])
+    assert [make_dataset(rich)[i]["caption"] for i in range(3)] == [
+        SyntheticShapes(3, captions="rich")[i]["caption"] for i in range(3)]
+    assert load_config(None).data.synthetic_captions == "basic"  # the shipped model's recipe
+    with pytest.raises(ValueError, match="data.synthetic_captions='fancy' is not allowed; use one of basic, rich"):
+        load_config(None, ["data.synthetic_captions=fancy"])
 
 
 def test_lr_schedule():

@@ -8,6 +8,12 @@ Attributes a caption names, each read back from the frames by the analyser:
   colour (COLORS) x shape (SHAPES) x motion (MOTIONS); background and size are named in some captions.
 A fixed set of colour x shape x motion combinations (HELDOUT) never appears in the "train" split, so
 prompt adherence can be measured on combinations the model has not seen.
+
+Captions come in two vocabularies (CAPTION_STYLES): "basic", the few phrasings the shipped model was trained
+on ("a red circle moving left"), and "rich", the words people use for the same things (a ball or disc for a
+circle, a box for a square; rising, climbing, dropping, sliding, heading "to the left side", swelling, ...) in
+many sentence shapes. A third set, the paraphrases (`paraphrase_prompts`), is held apart: sentence shapes no
+training caption uses, in words the rich captions teach, for measuring robustness to phrasing.
 """
 
 import itertools
@@ -69,6 +75,64 @@ _TEMPLATES = (
 )
 
 
+CAPTION_STYLES = ("basic", "rich")
+
+# The rich vocabulary: every word a user might type for an attribute must occur in training captions, since
+# the frozen random text encoder means nothing by itself; the transformer learns what its features stand for.
+SHAPE_WORDS: dict[str, tuple[str, ...]] = {
+    "circle": ("circle", "ball", "disc", "dot"),
+    "square": ("square", "box", "block"),
+    "triangle": ("triangle",),
+}
+SIZE_WORDS: dict[str, tuple[str, ...]] = {"small": ("small", "little"), "large": ("large", "big")}
+BACKGROUND_WORDS: dict[str, tuple[str, ...]] = {"black": ("black",), "gray": ("gray", "grey"), "white": ("white",)}
+# Motion phrases as (-ing form, present form): "a ball rising", "the ball rises".
+_MOVE_VERBS = (
+    ("moving", "moves"), ("sliding", "slides"), ("drifting", "drifts"),
+    ("travelling", "travels"), ("heading", "heads"), ("going", "goes"),
+)
+_DIRECTIONS = {
+    "left": ("left", "to the left", "to the left side", "leftward"),
+    "right": ("right", "to the right", "to the right side", "rightward"),
+    "up": ("up", "upward", "upwards", "to the top"),
+    "down": ("down", "downward", "downwards", "to the bottom"),
+}
+_OWN_VERBS = {  # motions with verbs of their own
+    "up": (("rising", "rises"), ("climbing", "climbs")),
+    "down": (("falling", "falls"), ("dropping", "drops"), ("sinking", "sinks")),
+    "grow": (
+        ("growing", "grows"), ("growing larger", "grows larger"), ("getting bigger", "gets bigger"),
+        ("getting larger", "gets larger"), ("swelling", "swells"), ("expanding", "expands"),
+    ),
+}
+# {size} is dropped with its space where a clip has no one size (grow); {ing} / {s}: the motion's two forms.
+_RICH_TEMPLATES = (
+    "a {size} {color} {shape} {ing}",
+    "a {size} {color} {shape} {ing} on a {background} background",
+    "a {size} {color} {shape} {s}",
+    "a {size} {color} {shape} {s} on a {background} background",
+    "there is a {size} {color} {shape} {ing}",
+    "there is a {size} {color} {shape} {ing} on a {background} background",
+    "the {color} {shape} {s}",
+    "{size} {color} {shape} {ing}",
+    "{color} {shape}, {ing}, {background} background",
+    "a {shape}, {color}, {ing}",
+    "a {color} {shape} that {s}",
+    "a {color} {shape} is {ing} on a {background} background",
+)
+# Held apart from training: sentence shapes no training template has, in words the rich templates teach
+# (tests/test_synthetic.py checks both).
+PARAPHRASE_TEMPLATES = (
+    "there is a {color} {shape} that {s}",
+    "the {color} {shape} is {ing}",
+    "{color} {shape} {s}",
+    "a {shape}, {color}, {s} on a {background} background",
+    "{color} {shape} {ing} on a {background} background",
+    "the {shape} that {s} is {color}",
+)
+PARAPHRASES_PER_COMBINATION = 3
+
+
 def label_of(color: str, shape: str, motion: str) -> int:
     """Class index of a colour x shape x motion: (colour * #shapes + shape) * #motions + motion."""
     for value, allowed in ((color, COLORS), (shape, SHAPES), (motion, MOTIONS)):
@@ -107,13 +171,92 @@ def caption(color: str, shape: str, motion: str, size: str | None = None, backgr
     )
 
 
-def all_captions() -> list[str]:
-    """Every caption the domain can produce (the tokenizer's training corpus)."""
-    return sorted({
+def motion_phrases(motion: str) -> tuple[tuple[str, str], ...]:
+    """The rich vocabulary's phrases for a motion, each as (-ing form, present form), e.g.
+    ("heading to the left side", "heads to the left side")."""
+    if motion not in MOTIONS:
+        raise ValueError(f"unknown motion {motion!r}; allowed: {', '.join(MOTIONS)}")
+    moves = tuple((f"{ing} {d}", f"{s} {d}") for ing, s in _MOVE_VERBS for d in _DIRECTIONS.get(motion, ()))
+    return moves + _OWN_VERBS.get(motion, ())
+
+
+def _fill(template: str, color: str, shape: str, motion: tuple[str, str], size: str | None,
+          background: str) -> str:
+    """A rich or paraphrase template filled with words (not attribute names)."""
+    if size is None:
+        template = template.replace("{size} ", "")
+    return template.format(color=color, shape=shape, ing=motion[0], s=motion[1], size=size,
+                           background=background)
+
+
+def rich_caption(color: str, shape: str, motion: str, size: str | None, background: str, pick,
+                 templates: tuple[str, ...] = _RICH_TEMPLATES) -> str:
+    """One phrasing in the rich vocabulary, e.g. "there is a little red ball climbing on a grey background".
+
+    `pick(n)` chooses one of n alternatives (template, shape word, motion phrase, size word, background word,
+    in that order): a seeded draw, or fixed choices. `size=None` drops the size word.
+    """
+    label_of(color, shape, motion)
+    for value, allowed in ((size, (*SIZES, None)), (background, BACKGROUNDS)):
+        if value not in allowed:
+            raise ValueError(f"unknown attribute {value!r}; allowed: {', '.join(map(str, allowed))}")
+    template = templates[pick(len(templates))]
+    shape_word = SHAPE_WORDS[shape][pick(len(SHAPE_WORDS[shape]))]
+    phrases = motion_phrases(motion)
+    phrase = phrases[pick(len(phrases))]
+    size_word = None if size is None else SIZE_WORDS[size][pick(len(SIZE_WORDS[size]))]
+    return _fill(template, color, shape_word, phrase, size_word,
+                 BACKGROUND_WORDS[background][pick(len(BACKGROUND_WORDS[background]))])
+
+
+def paraphrase_prompts() -> list[tuple[str, tuple[str, str, str]]]:
+    """The held-apart phrasings: PARAPHRASES_PER_COMBINATION prompts for each held-out combination, as
+    (prompt, (colour, shape, motion)). Their sentence shapes never occur in training captions of either
+    vocabulary; their words all occur in rich ones. Fixed: the choices come from one seeded generator."""
+    g = torch.Generator().manual_seed(17)
+    pick = lambda n: int(torch.randint(n, (1,), generator=g))  # noqa: E731
+    prompts = []
+    for i, (color, shape, motion) in enumerate(HELDOUT):
+        for j in range(PARAPHRASES_PER_COMBINATION):
+            # Templates in turn (each used equally often); the words drawn.
+            template = PARAPHRASE_TEMPLATES[(i * PARAPHRASES_PER_COMBINATION + j) % len(PARAPHRASE_TEMPLATES)]
+            background = list(BACKGROUNDS)[pick(len(BACKGROUNDS))]
+            text = rich_caption(color, shape, motion, None, background, pick, templates=(template,))
+            prompts.append((text, (color, shape, motion)))
+    return prompts
+
+
+def all_captions(captions: str = "rich") -> list[str]:
+    """The tokenizer's training corpus. "basic": every caption of the basic vocabulary (the shipped model's
+    tokenizer). "rich": those plus rich captions that use every template with every shape word, motion
+    phrase, size word and background word (all rich captions would be millions), so every word of the rich
+    vocabulary, hence of the paraphrases, occurs."""
+    if captions not in CAPTION_STYLES:
+        raise ValueError(f"unknown captions {captions!r}; allowed: {', '.join(CAPTION_STYLES)}")
+    texts = {
         caption(c, s, m, size, bg, t, p)
         for c, s, m in combinations("all") for size in (*SIZES, None) for bg in BACKGROUNDS
         for t in range(len(_TEMPLATES)) for p in range(len(_MOTION_PHRASES[m]))
-    })
+    }
+    if captions == "rich":
+        texts.update(_rich_corpus())
+    return sorted(texts)
+
+
+def _rich_corpus() -> list[str]:
+    """Every rich template with every shape word and motion phrase; colour, size and background words in
+    turn."""
+    colors, sizes = list(COLORS), [w for words in SIZE_WORDS.values() for w in words]
+    backgrounds = [w for words in BACKGROUND_WORDS.values() for w in words]
+    texts = []
+    for shape, motion in itertools.product(SHAPES, MOTIONS):
+        for template, shape_word, phrase in itertools.product(
+                _RICH_TEMPLATES, SHAPE_WORDS[shape], motion_phrases(motion)):
+            k = len(texts)
+            size = None if motion == "grow" else sizes[k % len(sizes)]
+            texts.append(_fill(template, colors[k % len(colors)], shape_word, phrase, size,
+                               backgrounds[k % len(backgrounds)]))
+    return texts
 
 
 def _coverage(shape: str, cx: torch.Tensor, cy: torch.Tensor, r: torch.Tensor, size: int) -> torch.Tensor:
@@ -178,18 +321,21 @@ def render_clip(color: str, shape: str, motion: str, background: str = "black", 
 
 
 class SyntheticShapes(Dataset):
-    """`num_samples` captioned clips of one split; item i depends only on (seed, i).
+    """`num_samples` captioned clips of one split; item i depends only on (seed, i). `captions` names the
+    vocabulary ("basic": the shipped model's recipe; "rich"); the clips are the same in both.
 
     Items are {"video": (3, F, H, W) float in [-1, 1], "caption": str, "label": int (see `label_of`)}.
     """
 
     def __init__(self, num_samples: int, num_frames: int = 16, size: int = 64, seed: int = 0,
-                 split: str = "train"):
+                 split: str = "train", captions: str = "basic"):
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if captions not in CAPTION_STYLES:
+            raise ValueError(f"unknown captions {captions!r}; allowed: {', '.join(CAPTION_STYLES)}")
         self.combos = combinations(split)
-        self.num_samples, self.num_frames, self.size, self.seed, self.split = (
-            num_samples, num_frames, size, seed, split)
+        self.num_samples, self.num_frames, self.size, self.seed, self.split, self.captions = (
+            num_samples, num_frames, size, seed, split, captions)
         render_clip("red", "circle", "left", num_frames=num_frames, size=size)  # fail early on bad sizes
 
     def __len__(self) -> int:
@@ -208,5 +354,9 @@ class SyntheticShapes(Dataset):
         # blobs and learnt to ignore the caption, whose colour and shape barely lowered its loss.
         video = render_clip(color, shape, motion, background, self.num_frames, self.size, shape_size)
         named_size = None if motion == "grow" else shape_size
-        text = caption(color, shape, motion, named_size, background, pick(len(_TEMPLATES)), pick(4))
+        # The same clip in either vocabulary: only the caption's draws (after the clip's) differ.
+        if self.captions == "rich":
+            text = rich_caption(color, shape, motion, named_size, background, pick)
+        else:
+            text = caption(color, shape, motion, named_size, background, pick(len(_TEMPLATES)), pick(4))
         return {"video": video, "caption": text, "label": label_of(color, shape, motion)}

@@ -11,8 +11,9 @@ frame borders, the shape as the pixels that differ from it, and reads
 It also measures temporal consistency: the fraction of frames whose own colour and shape readings agree
 with the clip's, and the jitter of the centroid around its straight-line path.
 
-`evaluate_adherence` generates videos for a prompt set (seen and held-out combinations, several seeds) with a
-`LattePipeline` and reports the accuracy per attribute.
+`evaluate_adherence` generates videos for a prompt set (seen and held-out combinations, and the held-out
+combinations again in paraphrases no training caption uses; several seeds) with a `LattePipeline` and reports
+the accuracy per attribute.
 """
 
 import logging
@@ -22,7 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
-from latte.data.synthetic import COLORS, HELDOUT, caption, combinations
+from latte.data.synthetic import COLORS, HELDOUT, caption, combinations, paraphrase_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -157,27 +158,36 @@ class PromptCase:
     color: str
     shape: str
     motion: str
-    split: str  # "seen" (a training combination) or "heldout"
+    split: str  # "seen" (a training combination), "heldout" or "paraphrase" (a held-out one, phrased anew)
 
 
-def prompt_set(num_seen: int = 24) -> list[PromptCase]:
+PROMPT_SPLITS = ("seen", "heldout", "paraphrase")
+
+
+def prompt_set(num_seen: int = 24, paraphrase: bool = True) -> list[PromptCase]:
     """`num_seen` training combinations spread evenly over the label order, then every held-out one, each
-    as the plainest caption ("a red circle moving left")."""
+    as the plainest caption ("a red circle moving left"), then (with `paraphrase`) the held-out combinations
+    in the paraphrases of `latte.data.synthetic.paraphrase_prompts` ("the box that drifts upwards is cyan"):
+    sentence shapes no training caption uses, in words only the rich training vocabulary teaches."""
     train = combinations("train")
     if not 1 <= num_seen <= len(train):
         raise ValueError(f"num_seen must be in 1..{len(train)}, got {num_seen}")
     seen = [train[round(i * len(train) / num_seen)] for i in range(num_seen)]
-    return [
+    plain = [
         PromptCase(caption(c, s, m), c, s, m, split)
         for split, combos in (("seen", seen), ("heldout", list(HELDOUT)))
         for c, s, m in combos
     ]
+    if not paraphrase:
+        return plain
+    # Appended, so that the seen and held-out videos (seeded by their index) stay those measured before.
+    return plain + [PromptCase(text, c, s, m, "paraphrase") for text, (c, s, m) in paraphrase_prompts()]
 
 
 def score(cases: list[PromptCase], readings: list[ClipReading]) -> dict:
     """Accuracy per attribute (and all three at once) plus the temporal figures, per split and overall."""
     rows = {}
-    for split in ("seen", "heldout", "all"):
+    for split in (*PROMPT_SPLITS, "all"):
         pairs = [(c, r) for c, r in zip(cases, readings, strict=True) if split in ("all", c.split)]
         if not pairs:
             continue

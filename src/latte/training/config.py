@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from latte.data.synthetic import SPLITS
+from latte.data.synthetic import CAPTION_STYLES, SPLITS
 from latte.diffusion.gaussian import PREDICTION_TYPES
 from latte.outputs import write_file
 
@@ -59,6 +59,9 @@ class DataConfig:
     num_samples: int = 64  # synthetic: clips in the data set
     split: str = "train"  # synthetic: "train", "heldout" or "all"
     synthetic_seed: int = 0
+    # synthetic: the caption vocabulary, "basic" (the shipped model's) or "rich" (synonyms, many sentence
+    # shapes); a rich model needs a tokenizer and text encoder built on the rich corpus (docs/default_model.md).
+    synthetic_captions: str = "basic"
     # Encode clips with the VAE and captions with the text encoder once, then train from safetensors shards.
     use_cache: bool = True
     cache_dir: str | None = None  # default: RUN_DIR/cache
@@ -144,6 +147,7 @@ class Config:
         _choice("train.parallel", t.parallel, PARALLEL)
         _choice("train.prediction_type", t.prediction_type, PREDICTION_TYPES)
         _choice("data.split", d.split, SPLITS)
+        _choice("data.synthetic_captions", d.synthetic_captions, CAPTION_STYLES)
         # Whole numbers and the least value each allows.
         least = {
             "data.num_frames": (d.num_frames, 1),

@@ -188,7 +188,8 @@ def make_dataset(cfg: Config):
         from latte.data.synthetic import SyntheticShapes
 
         return SyntheticShapes(
-            d.num_samples, num_frames=d.num_frames, size=d.size, seed=d.synthetic_seed, split=d.split
+            d.num_samples, num_frames=d.num_frames, size=d.size, seed=d.synthetic_seed, split=d.split,
+            captions=d.synthetic_captions,
         )
     from latte.data.video import VideoFolder
 
