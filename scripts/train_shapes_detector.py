@@ -1,7 +1,7 @@
 """Train the shapes domain's feature extractor and write it as TorchScript (the shipped one:
 src/latte/assets/shapes-detector.pt). It reads clips of latte.data.synthetic; see latte.evaluation.shapes_detector.
 
-    python scripts/train_shapes_detector.py --steps 1000 -o src/latte/assets/shapes-detector.pt
+    python scripts/train_shapes_detector.py --steps 2000 -o src/latte/assets/shapes-detector.pt
 """
 
 import argparse
@@ -14,7 +14,7 @@ from latte.evaluation.shapes_detector import SHIPPED_DETECTOR, head_accuracy, sa
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--pool", type=int, default=2048, help="clean clips rendered once, drawn with fresh degradations")
     p.add_argument("--seed", type=int, default=0)
