@@ -279,7 +279,7 @@ def test_bad_input_is_one_line(data, detectors, tmp_path, capsys, argv, message)
 
 def test_model_generates_the_fake_videos_here_keeps_them_and_resumes(data, detectors, tmp_path, capsys,
                                                                      monkeypatch):
-    import latte.cli.generate
+    from latte.evaluation.generation import TextSampler
     from tiny_components import build_tiny_pipeline_folder
 
     real, _ = data
@@ -293,8 +293,8 @@ def test_model_generates_the_fake_videos_here_keeps_them_and_resumes(data, detec
     report = json.loads(out.splitlines()[-1])
     assert report["generation"]["seeds"] == [7, 9] and np.isfinite(report["value"])
     kept = sorted(p.relative_to(generated).as_posix() for p in generated.glob("videos-*/**/frame_0000.png"))
-    assert kept == ["videos-000000/000-a-red-circle-moves-left-s7/frame_0000.png",
-                    "videos-000000/001-a-red-circle-moves-left-s8/frame_0000.png", "videos-000002/frame_0000.png"]
+    assert kept == ["videos-000000/000000-s7/frame_0000.png", "videos-000000/000001-s8/frame_0000.png",
+                    "videos-000002/000002-s9/frame_0000.png"]
     # The fake folder is now an ordinary input: the same number without --model.
     code, out, _ = run_cli(capsys, "fvd", "--real", real, "--fake", generated, "--detector", detectors["i3d"],
                            "--num-videos", 3, "--num-frames", 4, "--size", 8, "--seed", 7)
@@ -304,11 +304,11 @@ def test_model_generates_the_fake_videos_here_keeps_them_and_resumes(data, detec
 
     shutil.rmtree(generated / "videos-000002")
     calls = []
-    real_generate = latte.cli.generate.generate
-    monkeypatch.setattr(latte.cli.generate, "generate", lambda options: calls.append(options.seed) or
-                        real_generate(options))
+    real_write = TextSampler.write
+    monkeypatch.setattr(TextSampler, "write", lambda self, target, seed, first, count: calls.append(
+        (seed, first, count)) or real_write(self, target, seed, first, count))
     code, out, err = run_cli(capsys, *argv)
-    assert code == 0 and calls == [9], err
+    assert code == 0 and calls == [(7, 2, 1)], err
     assert json.loads(out.splitlines()[-1])["value"] == report["value"]
     # Another plan refuses the folder.
     code, _, err = run_cli(capsys, *argv, "--guidance", 3)

@@ -122,18 +122,25 @@ def register_metrics(sub) -> None:
         else:
             if metric != "is":
                 m.add_argument("--real", required=True,
-                               help="real data: a folder of videos, a folder of frame folders, or a .npz from "
-                               "`latte eval stats`")
+                               help="real data: a folder of videos, a folder of frame folders, a .npz from "
+                               "`latte eval stats`, or synthetic[:SPLIT[:SEED]] (the shapes domain, rendered)")
             m.add_argument("--fake", required=True,
                            help="generated data: a folder of videos or frame folders (with --model: the folder "
                            "to generate them into, kept, resumed when a run was killed)")
-            m.add_argument("--model", default=None, help="generate the videos here with this model folder first")
+            m.add_argument("--model", default=None, help="generate the videos here with this model folder (or "
+                           "latte-shapes, the shipped model) first")
             m.add_argument("--prompt", default=None, help="with a text-to-video --model: the prompt of every "
-                           "generated video (class-conditional models draw their labels, seeded)")
+                           "generated video; with --real synthetic the domain's captions are the prompts "
+                           "(class-conditional models draw their labels, seeded)")
             m.add_argument("--steps", type=int, default=None, help="with --model: denoising steps (default: the "
                            "model's)")
             m.add_argument("--guidance", type=float, default=None,
                            help="with --model: classifier-free guidance scale (default: the model's)")
+            m.add_argument("--scheduler", default=None, help="with a text-to-video --model: a diffusers "
+                           "scheduler class, e.g. DDIMScheduler (default: the model's); without --steps it runs at "
+                           "its recommended step count, as `latte generate`")
+            m.add_argument("--teacache", type=float, default=0.0, metavar="THRESHOLD",
+                           help="with a text-to-video --model: TeaCache step skipping (default 0: off)")
             m.add_argument("--chunk", type=int, default=16, metavar="N",
                            help="with --model: videos per resumable chunk (default 16)")
             m.add_argument("--overwrite", action="store_true",
@@ -142,9 +149,12 @@ def register_metrics(sub) -> None:
             m.add_argument("-o", "--output", default=None, help="also write the report to this JSON file")
         detector = (f"{KINDS['fvd'].file_name} for fvd, {KINDS['fid'].file_name} for fid" if metric == "stats"
                     else KINDS[metric].file_name)
-        m.add_argument("--detector", default=None, metavar="FILE", help=f"the TorchScript detector ({detector})")
-        m.add_argument("--preset", choices=list(presets), default="stylegan-v" if metric == "is" else "latte-paper",
-                       help="the protocol (default %(default)s); the flags below change single knobs")
+        shapes = "; with synthetic data: the shipped shapes detector" if metric in ("fvd", "stats") else ""
+        m.add_argument("--detector", default=None, metavar="FILE",
+                       help=f"the TorchScript detector ({detector}{shapes})")
+        default_preset = "stylegan-v" if metric == "is" else "latte-paper; shapes with synthetic data"
+        m.add_argument("--preset", choices=list(presets), default=None,
+                       help=f"the protocol (default {default_preset}); the flags below change single knobs")
         m.add_argument("--num-videos", type=int, default=None, metavar="N",
                        help="real and generated videos (IS: generated videos per repeat); default 2048")
         m.add_argument("--num-frames", type=int, default=None, help="frames per clip (default 16)")
@@ -171,19 +181,29 @@ def register_metrics(sub) -> None:
         m.set_defaults(run=run_metric)
 
 
+def uses_synthetic(args: argparse.Namespace) -> bool:
+    """Whether --real or --fake names the shapes domain (synthetic[:SPLIT[:SEED]])."""
+    from latte.evaluation.protocol import synthetic_spec
+
+    return any(synthetic_spec(getattr(args, flag, None) or "") for flag in ("real", "fake"))
+
+
 def protocol_from_args(args: argparse.Namespace):
     from latte.evaluation.protocol import make_protocol
 
     metric = args.metric if args.eval_command == "stats" else args.eval_command
+    preset = args.preset or ("stylegan-v" if metric == "is" else "shapes" if uses_synthetic(args) else "latte-paper")
     knobs = {name: getattr(args, name, None) for name in
              ("num_videos", "num_frames", "real_stride", "fake_stride", "size", "splits", "repeats")}
-    return metric, make_protocol(metric, args.preset, **knobs)
+    return metric, make_protocol(metric, preset, **knobs)
 
 
 def check_metric_args(args: argparse.Namespace) -> None:
     """Everything that can be checked before minutes of work: numbers, the detector file, the outputs."""
     from latte.cli.arguments import check_at_least, check_device, check_finite, check_seed
     from latte.evaluation.detectors import check_detector_file
+    from latte.evaluation.metrics import detector_for
+    from latte.evaluation.protocol import synthetic_spec
     from latte.outputs import check_file_target, check_folder_target
 
     for flag in ("num_videos", "num_frames", "real_stride", "fake_stride", "splits", "repeats", "batch_size",
@@ -192,9 +212,15 @@ def check_metric_args(args: argparse.Namespace) -> None:
     check_at_least("--size", args.size, 0)
     check_at_least("--steps", getattr(args, "steps", None), 1)
     check_finite("--guidance", getattr(args, "guidance", None))
+    check_at_least("--teacache", getattr(args, "teacache", None), 0)
+    if getattr(args, "scheduler", None):
+        from latte.pipelines.schedulers import recommended_steps
+
+        recommended_steps(args.scheduler)  # its name check: an unknown scheduler names the known ones
     metric, protocol = protocol_from_args(args)
     check_seed(args.seed, protocol.num_videos * protocol.repeats)
     check_device(args.device)
+    args.detector = detector_for(args.detector, metric, getattr(args, "real", None), getattr(args, "fake", None))
     check_detector_file(args.detector, metric)
     if args.output is not None:
         check_file_target(args.output)
@@ -203,19 +229,29 @@ def check_metric_args(args: argparse.Namespace) -> None:
             raise ValueError("--cache is empty (an unset shell variable?): name a folder")
         check_file_target(Path(args.cache) / "probe")  # a folder there or to be made, writable
     real = getattr(args, "real", None)
-    if real is not None and not (Path(real).is_dir() or Path(real).is_file()):
-        raise FileNotFoundError(f"--real {real}: no such folder or statistics file")
+    real_synthetic = real is not None and synthetic_spec(real) is not None
+    if real is not None and not (real_synthetic or Path(real).is_dir() or Path(real).is_file()):
+        raise FileNotFoundError(f"--real {real}: no such folder or statistics file (synthetic[:SPLIT[:SEED]] "
+                                "names the shapes domain)")
     if getattr(args, "model", None) is not None:
+        from latte.cli.generate import resolve_model
         from latte.evaluation.generation import is_class_model
 
+        args.model = resolve_model(args.model)
         if is_class_model(args.model) and args.prompt is not None:
             raise ValueError(f"--model {args.model} is a class-conditional or unconditional model: it takes no "
                              "--prompt (class labels are drawn, seeded)")
-        if not is_class_model(args.model) and not args.prompt:
-            raise ValueError("--model needs --prompt TEXT, the prompt of every generated video")
+        if not is_class_model(args.model) and not args.prompt and not real_synthetic:
+            raise ValueError("--model needs --prompt TEXT, the prompt of every generated video (or --real "
+                             "synthetic, whose captions are the prompts)")
+        if synthetic_spec(args.fake) is not None:
+            raise ValueError(f"--fake {args.fake} names rendered clips; with --model, --fake is the folder the "
+                             "generated videos go to")
         check_folder_target(args.fake, args.overwrite)
-    elif getattr(args, "prompt", None) is not None:
-        raise ValueError("--prompt is used only with --model (generating the videos here)")
+    else:
+        for flag in ("prompt", "scheduler", "teacache"):
+            if getattr(args, flag, None):
+                raise ValueError(f"--{flag} is used only with --model (generating the videos here)")
     if protocol.splits > protocol.num_videos:
         raise ValueError(f"--splits {protocol.splits} is more than the {protocol.num_videos} videos per repeat")
 
@@ -243,10 +279,20 @@ def run_metric(args: argparse.Namespace) -> int:
         return 0
     generation = {}
     if args.model is not None:
-        from latte.evaluation.generation import generate_videos
+        from latte.evaluation.generation import generate_videos, is_class_model
+        from latte.evaluation.protocol import domain_prompts, synthetic_spec
 
-        plan = generate_videos(args.fake, args.model, args.prompt, protocol.num_videos * protocol.repeats,
-                               args.seed, args.steps, args.guidance, str(device), args.chunk, args.overwrite)
+        prompt = args.prompt
+        if prompt is None and synthetic_spec(getattr(args, "real", None) or "") and not is_class_model(args.model):
+            prompt = domain_prompts(args.real, protocol, args.seed)
+        steps = args.steps
+        if args.scheduler and steps is None:
+            from latte.pipelines.schedulers import recommended_steps
+
+            steps = recommended_steps(args.scheduler)
+        plan = generate_videos(args.fake, args.model, prompt, protocol.num_videos * protocol.repeats,
+                               args.seed, steps, args.guidance, str(device), args.chunk, args.overwrite,
+                               args.scheduler, args.teacache)
         generation = {"generation": plan}
     if metric == "is":
         result = metrics.inception_score(args.fake, **common)

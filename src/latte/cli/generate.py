@@ -279,10 +279,12 @@ def single_command(options: GenerateOptions, prompt: str, seed: int, output: str
 
 def resolve_model(model: str | Path | None) -> str | Path:
     """The model to load: `model` (a folder, or a Hugging Face Hub id that `from_pretrained` resolves through
-    the hub cache), else the shipped default, else a clear error."""
+    the hub cache), else (None or "latte-shapes") the shipped default, else a clear error."""
     from latte.models.hub import is_repo_id
-    from latte.pipelines import default_model_path
+    from latte.pipelines import DEFAULT_MODEL_DIRNAME, default_model_path
 
+    if model is not None and str(model) == DEFAULT_MODEL_DIRNAME and not Path(model).is_dir():
+        model = None  # the shipped model by its name
     if model is not None:
         if not (Path(model).is_dir() or is_repo_id(str(model))):
             raise FileNotFoundError(f"model folder not found: {model} (nor is it a hub id like org/name)")

@@ -1,6 +1,8 @@
 """Generated videos for an evaluation, made here (`latte eval ... --model DIR [--prompt TEXT] --fake OUT`).
 
-A text-to-video folder (`LattePipeline`) makes every video from `--prompt`; a class-conditional or unconditional
+A text-to-video folder (`LattePipeline`) makes every video from `--prompt`, or with `--real synthetic` video j
+from the caption of clip j of the shapes domain's generated-side draw (see `latte.evaluation.protocol`);
+a class-conditional or unconditional
 folder (`LatteClassPipeline`, e.g. `latte convert` of the paper's checkpoints) draws each video's class label
 uniformly, as the paper's `sample_ddp.py` does, but seeded: label of video j = `default_rng([seed, j])`.
 Video j has seed `seed + j` (its name carries it, and its label), so any one can be made again alone.
@@ -11,6 +13,7 @@ there; `OUT/generation.json` holds the plan, and a run with another plan refuses
 chunks are dealt to the ranks.
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -77,17 +80,72 @@ class ClassSampler:
         write_folder(target, fill)
 
 
-def generate_videos(folder: str | os.PathLike, model: str | os.PathLike, prompt: str | None, count: int,
-                    seed: int = 0, steps: int | None = None, guidance: float | None = None,
-                    device: str | None = None, chunk: int = 16, overwrite: bool = False) -> dict:
-    """Generate the `count` videos into `folder` (those not there yet); returns the plan."""
-    from latte.cli.generate import GenerateOptions, generate
+class TextSampler:
+    """Chunks of videos from a `LattePipeline` folder, loaded once: video j from prompt j with seed `seed + j`,
+    `batch_size` videos per pipeline call."""
+
+    def __init__(self, model: str | os.PathLike, prompts: list[str], device: str, steps: int | None,
+                 guidance: float | None, scheduler: str | None = None, teacache: float = 0.0, batch_size: int = 4):
+        from latte.pipelines import LattePipeline
+        from latte.pipelines.schedulers import make_scheduler
+
+        self.pipe = LattePipeline.from_pretrained(model).to(device)
+        self.pipe.set_progress_bar_config(disable=True)
+        if scheduler is not None:
+            self.pipe.scheduler = make_scheduler(scheduler, self.pipe.scheduler.config)
+        if teacache:
+            from latte.acceleration.cache import TeaCache
+
+            self.pipe.transformer = TeaCache(self.pipe.transformer, threshold=teacache)
+        self.prompts, self.device, self.batch_size = prompts, device, batch_size
+        self.steps, self.guidance = steps, guidance  # None: the folder's defaults, as `latte generate`
+
+    def write(self, target: Path, seed: int, first: int, count: int) -> None:
+        import torch
+
+        from latte.outputs import write_folder
+        from latte.pipelines.export import export_video
+
+        videos = []
+        for start in range(first, first + count, self.batch_size):
+            indices = range(start, min(start + self.batch_size, first + count))
+            generators = [torch.Generator(self.device).manual_seed(seed + j) for j in indices]
+            videos += list(self.pipe([self.prompts[j] for j in indices], num_inference_steps=self.steps,
+                                     guidance_scale=self.guidance, output_type="np", generator=generators).frames)
+
+        def fill(tmp: Path) -> None:
+            for j, video in zip(range(first, first + count), videos):
+                export_video(video, tmp / f"{j:06d}-s{seed + j}")
+
+        write_folder(target, fill)
+
+
+def prompts_digest(prompts: list[str]) -> str:
+    """What a generation plan records of per-video prompts: their count and a hash of them all."""
+    return f"{len(prompts)} prompts, sha256 {hashlib.sha256(json.dumps(prompts).encode()).hexdigest()[:16]}"
+
+
+def generate_videos(folder: str | os.PathLike, model: str | os.PathLike, prompt: str | list[str] | None,
+                    count: int, seed: int = 0, steps: int | None = None, guidance: float | None = None,
+                    device: str | None = None, chunk: int = 16, overwrite: bool = False,
+                    scheduler: str | None = None, teacache: float = 0.0) -> dict:
+    """Generate the `count` videos into `folder` (those not there yet); returns the plan. `prompt`: one prompt
+    for every video, or a list of `count` (video j from prompt j); None for class and unconditional models.
+    `scheduler` (a diffusers class name) and `teacache` (a threshold) change a text-to-video model's sampling."""
     from latte.outputs import write_folder
 
     folder = Path(folder)
     classes = is_class_model(model)
-    plan = {"model": str(model), "prompt": prompt, "count": count, "seeds": [seed, seed + count - 1],
-            "labels": "uniform, seeded" if classes else None, "steps": steps, "guidance": guidance, "chunk": chunk}
+    prompts = prompt if isinstance(prompt, list) else [prompt] * count
+    if len(prompts) != count:
+        raise ValueError(f"{len(prompts)} prompts for {count} videos: give one prompt, or one per video")
+    if classes and (scheduler or teacache):
+        raise ValueError(f"--model {model} is a class-conditional or unconditional model: --scheduler and "
+                         "--teacache apply to text-to-video models")
+    plan = {"model": str(model), "prompt": prompts_digest(prompt) if isinstance(prompt, list) else prompt,
+            "count": count, "seeds": [seed, seed + count - 1],
+            "labels": "uniform, seeded" if classes else None, "steps": steps, "guidance": guidance, "chunk": chunk,
+            **({"scheduler": scheduler} if scheduler else {}), **({"teacache": teacache} if teacache else {})}
     try:
         existing = json.loads((folder / PLAN_FILE).read_text())
     except (OSError, ValueError):
@@ -112,13 +170,9 @@ def generate_videos(folder: str | os.PathLike, model: str | os.PathLike, prompt:
         target = folder / f"videos-{k:06d}"
         if target.is_dir():  # a chunk is there only when complete
             continue
-        if classes:
-            if sampler is None:
-                sampler = ClassSampler(model, device or "cpu", steps, guidance)
-            sampler.write(target, seed, k, min(chunk, count - k))
-        else:
-            generate(GenerateOptions(prompts=[prompt], output=target, model=model, seed=seed + k,
-                                     num_videos=min(chunk, count - k), format="png", device=device, steps=steps,
-                                     guidance=guidance))
+        if sampler is None:
+            sampler = (ClassSampler(model, device or "cpu", steps, guidance) if classes
+                       else TextSampler(model, prompts, device or "cpu", steps, guidance, scheduler, teacache))
+        sampler.write(target, seed, k, min(chunk, count - k))
     _barrier()
     return plan

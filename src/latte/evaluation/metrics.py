@@ -22,7 +22,7 @@ import torch
 
 from latte.evaluation.detectors import Detector
 from latte.evaluation.frechet import FeatureStats, frechet_distance
-from latte.evaluation.protocol import Clip, Protocol, VideoSource, fake_clips, prepare, real_clips
+from latte.evaluation.protocol import Clip, Protocol, VideoSource, fake_clips, open_source, prepare, real_clips
 
 logger = logging.getLogger(__name__)
 
@@ -53,13 +53,12 @@ class Extraction:
     batch_size: int = 8
     cache: str | os.PathLike | None = None
 
-    def cached(self, batch: list[Clip]) -> Path | None:
+    def cached(self, source: VideoSource, batch: list[Clip]) -> Path | None:
         """The cache file of a batch: named by the detector, the frame size and each clip (path, last change,
         frames)."""
         if self.cache is None:
             return None
-        clips = [[str(c.path.resolve()), c.path.stat().st_mtime_ns, c.start, c.stride, c.num_frames] for c in batch]
-        key = json.dumps([self.detector.sha256, self.size, clips])
+        key = json.dumps([self.detector.sha256, self.size, [source.identity(c) for c in batch]])
         return Path(self.cache) / f"{self.detector.kind.metric}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.npy"
 
     def batches(self, source: VideoSource, clips: list[Clip]) -> Iterator[tuple[int, np.ndarray]]:
@@ -76,7 +75,7 @@ class Extraction:
         bar = tqdm(total=sum(len(batches[i]) for i in mine), desc=f"{self.detector.kind.metric} features",
                    unit="video", disable=None if rank == 0 else True, leave=False)
         for index in mine:
-            stored = self.cached(batches[index])
+            stored = self.cached(source, batches[index])
             if stored is not None and stored.is_file():
                 rows = np.load(stored)
             else:
@@ -175,7 +174,7 @@ def real_statistics(real: str | os.PathLike, metric: str, extraction: Extraction
         if not Path(real).is_file():
             raise FileNotFoundError(f"--real {real}: no such statistics file")
         return load_stats(real, metric, extraction.detector, protocol, seed)
-    source = VideoSource(real, "--real")
+    source = open_source(real, "--real", protocol, seed)
     return extraction.stats(source, real_clips(source, protocol, seed)).mean_cov()
 
 
@@ -195,13 +194,27 @@ def report(metric: str, value: float, protocol: Protocol, detector: Detector, se
             **extra, "versions": versions()}
 
 
-def frechet(metric: str, real: str | os.PathLike, fake: str | os.PathLike, detector: str | os.PathLike,
+def detector_for(detector: str | os.PathLike | None, metric: str, *data: str | os.PathLike | None):
+    """`detector`, or for FVD on the shapes domain (real or fake data `synthetic...`) the shipped shapes
+    detector (`latte.evaluation.shapes_detector`)."""
+    from latte.evaluation.protocol import synthetic_spec
+    from latte.evaluation.shapes_detector import SHIPPED_DETECTOR
+
+    if detector is None and metric == "fvd" and any(d is not None and synthetic_spec(d) for d in data):
+        if not SHIPPED_DETECTOR.is_file():
+            raise FileNotFoundError(f"the shipped shapes detector is missing ({SHIPPED_DETECTOR}): reinstall latte, "
+                                    "or train one with scripts/train_shapes_detector.py and pass --detector FILE")
+        return SHIPPED_DETECTOR
+    return detector
+
+
+def frechet(metric: str, real: str | os.PathLike, fake: str | os.PathLike, detector: str | os.PathLike | None,
             protocol: Protocol, seed: int = 0, batch_size: int = 8, device: str = "cpu",
             cache: str | os.PathLike | None = None) -> dict:
     """FVD (`metric="fvd"`, I3D on clips) or FID (`"fid"`, Inception on every frame of each clip)."""
-    det = Detector(detector, metric, device)
+    det = Detector(detector_for(detector, metric, real, fake), metric, device)
     extraction = Extraction(det, protocol.size, batch_size, cache)
-    fake_source = VideoSource(fake, "--fake")
+    fake_source = open_source(fake, "--fake", protocol, seed + 1)
     clips = fake_clips(fake_source, protocol, protocol.num_videos)  # checked before the long real pass
     mean_r, cov_r = real_statistics(real, metric, extraction, protocol, seed)
     fake_stats = extraction.stats(fake_source, clips)
@@ -258,8 +271,8 @@ def real_stats_file(real: str | os.PathLike, output: str | os.PathLike, metric: 
                     protocol: Protocol, seed: int = 0, batch_size: int = 8, device: str = "cpu",
                     cache: str | os.PathLike | None = None) -> dict:
     """Compute the real statistics of a folder and save them (`latte eval stats`)."""
-    det = Detector(detector, metric, device)
-    source = VideoSource(real, "--real")
+    det = Detector(detector_for(detector, metric, real), metric, device)
+    source = open_source(real, "--real", protocol, seed)
     stats = Extraction(det, protocol.size, batch_size, cache).stats(source, real_clips(source, protocol, seed))
     if shard()[0] == 0:
         save_stats(output, stats, metric, det, protocol, seed)

@@ -6,7 +6,8 @@ videos, each real clip's start frame) comes from the run's seed, and each video'
 
 Data: a folder of videos (any format PyAV reads, found recursively, sorted by path), or a folder of frame
 folders (`root/<video>/<frame>.jpg|png`, the Latte / StyleGAN-V layout, or deeper: every folder that directly
-holds images is one video; videos sorted by path, frames in sorted name order).
+holds images is one video; videos sorted by path, frames in sorted name order), or `synthetic[:SPLIT[:SEED]]`:
+clips of the shapes domain (`latte.data.synthetic`) rendered on the fly, no files (`./synthetic` names a folder).
 """
 
 import dataclasses
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from latte.data.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, _files, read_video
 
@@ -54,6 +56,8 @@ PRESETS = {
     "latte-paper": Protocol("latte-paper"),
     # StyleGAN-V: the first N videos in sorted order, one stride for both sides, frames as prepared.
     "stylegan-v": Protocol("stylegan-v", real_stride=1, real_selection="first", size=None),
+    # The shapes domain (`--real synthetic`, the shipped detector): 256 clips of 16 frames at their 64 px.
+    "shapes": Protocol("shapes", num_videos=256, real_stride=1, real_selection="first", size=None),
 }
 IS_PRESETS = {
     # TGANv2: 10 independent loops of 2048 samples, each scored with one split, eps 1e-20.
@@ -110,6 +114,10 @@ class VideoSource:
     def __len__(self) -> int:
         return len(self.items)
 
+    def identity(self, clip: "Clip") -> list:
+        """What names a clip's frames in a feature cache key: the file, its last change and the frames."""
+        return [str(clip.path.resolve()), clip.path.stat().st_mtime_ns, clip.start, clip.stride, clip.num_frames]
+
     def length(self, index: int) -> int:
         """The frame count of item `index`."""
         path = self.items[index]
@@ -130,6 +138,70 @@ class VideoSource:
 
         frames = _frames_of(clip.path)
         return np.stack([np.asarray(Image.open(frames[i]).convert("RGB")) for i in wanted])
+
+
+SYNTHETIC = "synthetic"
+
+
+def synthetic_spec(spec: str | os.PathLike) -> tuple[str, int | None] | None:
+    """`synthetic[:SPLIT[:SEED]]` -> (split, seed or None); None when `spec` names a path."""
+    from latte.data.synthetic import SPLITS
+
+    parts = str(spec).split(":")
+    if parts[0] != SYNTHETIC or len(parts) > 3:
+        return None
+    split = parts[1] if len(parts) > 1 else "train"
+    if split not in SPLITS:
+        raise ValueError(f"{spec!r}: unknown split {split!r} of the shapes domain; allowed: {', '.join(SPLITS)} "
+                         "(synthetic[:SPLIT[:SEED]])")
+    if len(parts) == 3 and not parts[2].isdigit():
+        raise ValueError(f"{spec!r}: the seed {parts[2]!r} is not a non-negative integer (synthetic[:SPLIT[:SEED]])")
+    return split, int(parts[2]) if len(parts) == 3 else None
+
+
+class SyntheticSource(VideoSource):
+    """`count` clips of the shapes domain: item i of `SyntheticShapes(count, split=split, seed=seed)`, rendered
+    when read, with its caption (the prompt a generated video of the same distribution gets)."""
+
+    def __init__(self, split: str, seed: int, count: int, num_frames: int, flag: str):
+        from latte.data.synthetic import SyntheticShapes
+
+        self.data = SyntheticShapes(count, num_frames=num_frames, seed=seed, split=split)
+        self.root = Path(f"{SYNTHETIC}:{split}:{seed}")
+        self.items = [self.root / f"{i:06d}" for i in range(count)]
+        self.videos, self.frame_folders, self.flag, self.num_frames = [], [], flag, num_frames
+
+    def identity(self, clip: "Clip") -> list:
+        return [str(clip.path), 0, clip.start, clip.stride, clip.num_frames]
+
+    def length(self, index: int) -> int:
+        return self.num_frames
+
+    def read(self, clip: "Clip") -> np.ndarray:
+        video = self.data[self.items.index(clip.path)]["video"]  # (3, T, H, W) in [-1, 1]
+        frames = ((video + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        return frames.permute(1, 2, 3, 0)[clip.indices()].numpy()
+
+    def captions(self) -> list[str]:
+        return [self.data[i]["caption"] for i in range(len(self.items))]
+
+
+def domain_prompts(real: str | os.PathLike, protocol: Protocol, seed: int) -> list[str]:
+    """With real data `synthetic[:SPLIT[:SEED]]`, the prompts of the generated videos: the captions of the draw
+    that `--fake synthetic` renders (seed `seed + 1`, independent of the real clips), video j from caption j."""
+    split, _ = synthetic_spec(real)
+    return SyntheticSource(split, seed + 1, protocol.num_videos, protocol.num_frames, "--real").captions()
+
+
+def open_source(spec: str | os.PathLike, flag: str, protocol: Protocol, seed: int) -> VideoSource:
+    """The videos `spec` names: a folder, or `synthetic[:SPLIT[:SEED]]` (SEED default: `seed`; the real side
+    draws with the run's seed, the generated side with seed + 1) with as many clips as the protocol compares."""
+    synthetic = synthetic_spec(spec)
+    if synthetic is None:
+        return VideoSource(spec, flag)
+    split, own_seed = synthetic
+    return SyntheticSource(split, seed if own_seed is None else own_seed, protocol.num_videos, protocol.num_frames,
+                           flag)
 
 
 def _frame_folders(root: Path) -> list[Path]:
