@@ -276,3 +276,19 @@ def test_no_prompt_or_an_empty_one(no_loading, tmp_path, capsys):
     assert main(["generate", "a cat", " ", "-o", str(tmp_path / "videos")]) == 2
     assert "a prompt is empty (an unset shell variable?)" in one_error_line(capsys)
     assert os.listdir(tmp_path) == []
+
+
+def test_long_video_mode_reaches_the_pipeline(model, tmp_path, monkeypatch, capsys):
+    """--long-video windows|slow|plain becomes the pipeline's long_video=True|"slow"|False."""
+    seen = []
+    call = LattePipeline.__call__
+    monkeypatch.setattr(LattePipeline, "__call__", lambda self, *a, **kw: seen.append(kw["long_video"]) or call(
+        self, *a, **kw))
+    for mode in ("slow", "plain", None):
+        out = tmp_path / f"{mode}.gif"
+        argv = ["generate", "a red circle", "-o", str(out), "--model", str(model), "--steps", "1", "--frames", "2"]
+        assert main([*argv, *(["--long-video", mode] if mode else [])]) == 0, capsys.readouterr().err
+    assert seen == ["slow", False, True]
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "a cat", "-o", str(tmp_path / "x.gif"), "--long-video", "fast"])
+    assert exit_.value.code == 2 and "invalid choice: 'fast'" in capsys.readouterr().err

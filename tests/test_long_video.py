@@ -81,6 +81,40 @@ def test_long_video_attends_in_training_length_windows(pipe):
             block._forward_hooks.clear()
 
 
+def test_dilated_windows_cover_every_frame_once_in_total():
+    """Slow long videos: windows of frames d apart (one set per residue r < d), weights summing to 1 per frame."""
+    windows = TemporalWindows.for_frames(16, 64, slow=True)
+    assert windows.dilation == 2 and TemporalWindows.for_frames(16, 128, slow=True).dilation == 4
+    assert TemporalWindows.for_frames(16, 20, slow=True).dilation == 2 and windows.for_frames(16, 64).dilation == 1
+    total = torch.zeros(64, dtype=torch.float64)
+    dilated = windows.windows(64, 2, "cpu", torch.float64)
+    for members, weight in dilated:
+        assert len(members) == 16 and set((members[1:] - members[:-1]).tolist()) == {2}
+        total.index_add_(0, members, weight)
+    assert torch.allclose(total, torch.ones(64, dtype=torch.float64))
+    assert {int(m[0]) % 2 for m, _ in dilated} == {0, 1}  # even and odd frames each get their windows
+    # Dilation 1 is the contiguous windows.
+    assert [(int(m[0]), int(m[-1]) + 1) for m, _ in windows.windows(64, 1, "cpu", torch.float64)] == windows.spans(64)
+
+
+def test_slow_long_video_alternates_dilated_and_contiguous_windows(pipe):
+    seen = []
+    original = TemporalWindows.windows
+    TemporalWindows.windows = lambda self, frames, dilation, *rest: seen.append(dilation) or original(
+        self, frames, dilation, *rest)
+    try:
+        slow = run(pipe, video_length=40, height=16, width=16, long_video="slow")
+    finally:
+        TemporalWindows.windows = original
+    blocks = len(pipe.transformer.temporal_transformer_blocks)
+    assert seen[:blocks] == [2 if i % 2 == 0 else 1 for i in range(blocks)]
+    assert slow.shape == (1, 40, 3, 16, 16) and bool(torch.isfinite(slow).all())
+    assert not torch.equal(slow, run(pipe, video_length=40, height=16, width=16))
+    assert torch.equal(run(pipe, video_length=16, long_video="slow"), run(pipe, video_length=16))
+    with pytest.raises(ValueError, match=r"long_video must be True, False or 'slow', got 'fast'"):
+        run(pipe, video_length=40, height=16, width=16, long_video="fast")
+
+
 def test_noise_rescheduling_repeats_earlier_noise_shuffled():
     noise = torch.randn(2, 4, 26, 2, 2)
     out = TemporalWindows(16, 4).reschedule_noise(noise, [torch.Generator().manual_seed(i) for i in range(2)])
