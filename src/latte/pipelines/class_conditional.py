@@ -34,7 +34,13 @@ from latte.pipelines.limits import (
     estimate_memory,
 )
 from latte.pipelines.schedulers import LEARNED_VARIANCE_SCHEDULERS, load_scheduler, uses_learned_variance
-from latte.pipelines.text_to_video import OUTPUT_TYPES, LattePipeline, LattePipelineOutput
+from latte.pipelines.text_to_video import (
+    OUTPUT_TYPES,
+    LattePipeline,
+    LattePipelineOutput,
+    load_components,
+    resolve_pipeline_folder,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -125,24 +131,11 @@ class LatteClassPipeline:
 
         A folder without `model_index.json` (as `latte export` writes for class-conditional runs) loads too.
         """
-        from latte.models.hub import PIPELINE_WEIGHTS, resolve_model_folder
-        from latte.models.placement import component_devices, module_bytes
-
-        names = ("vae", "transformer", "scheduler")
-        unknown = sorted(set(components) - set(names))
-        if unknown:
-            raise ValueError(
-                f"LatteClassPipeline.from_pretrained does not support {', '.join(unknown)}; it takes revision, "
-                "variant, use_safetensors, cache_dir, local_files_only, token, force_download, device_map and "
-                f"ready components ({', '.join(names)})"
-            )
-        folder = resolve_model_folder(
-            pretrained_model_name_or_path, {k: PIPELINE_WEIGHTS[k] for k in names if k not in components},
-            revision=revision, variant=variant, use_safetensors=use_safetensors, cache_dir=cache_dir,
+        folder = resolve_pipeline_folder(
+            "LatteClassPipeline.from_pretrained", pretrained_model_name_or_path, ("vae", "transformer", "scheduler"),
+            components, revision=revision, variant=variant, use_safetensors=use_safetensors, cache_dir=cache_dir,
             local_files_only=local_files_only, token=token, force_download=force_download,
         )
-        if not folder.is_dir():
-            raise FileNotFoundError(f"model folder not found: {folder}")
         if (folder / "model_index.json").is_file():
             index = read_json(folder / "model_index.json")
             if index.get("_class_name") != PIPELINE_CLASS_NAME:
@@ -154,11 +147,7 @@ class LatteClassPipeline:
             "transformer": lambda: Latte.from_pretrained(folder / "transformer", torch_dtype=torch_dtype, **weights),
             "scheduler": lambda: load_scheduler(folder / "scheduler"),
         }
-        loaded = {name: components[name] if name in components else load() for name, load in loaders.items()}
-        sizes = {name: module_bytes(loaded[name]) for name in ("vae", "transformer")}
-        for name, device in component_devices(device_map, sizes).items():
-            loaded[name] = loaded[name].to(device)
-        return cls(**loaded)
+        return cls(**load_components(loaders, components, device_map, ("vae", "transformer")))
 
     @classmethod
     def from_original(cls, checkpoint: str | os.PathLike, vae, scheduler=None, num_heads: int | None = None,

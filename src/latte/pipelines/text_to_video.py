@@ -67,6 +67,41 @@ def _unwrap(module):
     return getattr(module, "_orig_mod", module)
 
 
+def resolve_pipeline_folder(
+    caller: str, name_or_path: str | os.PathLike, names: tuple[str, ...], components: dict, **hub
+) -> Path:
+    """The local folder of a pipeline with components `names`: a folder, or a hub id fetched with the `hub`
+    keywords (`latte.models.hub`) without the component folders given ready in `components`. A keyword that is
+    no component name is a ValueError naming it: the diffusers keywords latte has no use for (max_memory,
+    quantization_config, ...) end here."""
+    from latte.models.hub import PIPELINE_WEIGHTS, resolve_model_folder
+
+    unknown = sorted(set(components) - set(names))
+    if unknown:
+        raise ValueError(
+            f"{caller} does not support {', '.join(unknown)}; it takes revision, variant, use_safetensors, "
+            "cache_dir, local_files_only, token, force_download, device_map and ready components "
+            f"({', '.join(names)})"
+        )
+    weights = {name: PIPELINE_WEIGHTS[name] for name in names if name not in components}
+    folder = resolve_model_folder(name_or_path, weights, **hub)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model folder not found: {folder}")
+    return folder
+
+
+def load_components(loaders: dict[str, Callable], components: dict, device_map, modules: tuple[str, ...]) -> dict:
+    """Every component by name: the ready one from `components`, else `loaders[name]()`; then the torch
+    `modules` among them moved where `device_map` puts them (`latte.models.placement`)."""
+    from latte.models.placement import component_devices, module_bytes
+
+    loaded = {name: components[name] if name in components else load() for name, load in loaders.items()}
+    sizes = {name: module_bytes(loaded[name]) for name in modules}
+    for name, device in component_devices(device_map, sizes).items():
+        loaded[name] = loaded[name].to(device)
+    return loaded
+
+
 @dataclass
 class LattePipelineOutput:
     """`frames`: a list (one per video) of PIL image lists, a (B, F, H, W, 3) float array in [0, 1], a
@@ -286,23 +321,11 @@ class LattePipeline:
             "transformer": (DIFFUSERS_CLASS_NAME,),
             "scheduler": tuple(scheduler_names()),
         }
-        unknown = sorted(set(components) - set(expected))
-        if unknown:  # diffusers keywords latte has no use for (max_memory, quantization_config, ...) end here
-            raise ValueError(
-                f"LattePipeline.from_pretrained does not support {', '.join(unknown)}; it takes revision, variant, "
-                "use_safetensors, cache_dir, local_files_only, token, force_download, device_map and ready "
-                f"components ({', '.join(expected)})"
-            )
-        from latte.models.hub import PIPELINE_WEIGHTS, resolve_model_folder
-        from latte.models.placement import component_devices, module_bytes
-
-        folder = resolve_model_folder(
-            pretrained_model_name_or_path, {k: v for k, v in PIPELINE_WEIGHTS.items() if k not in components},
+        folder = resolve_pipeline_folder(
+            "LattePipeline.from_pretrained", pretrained_model_name_or_path, tuple(expected), components,
             revision=revision, variant=variant, use_safetensors=use_safetensors, cache_dir=cache_dir,
             local_files_only=local_files_only, token=token, force_download=force_download,
         )
-        if not folder.is_dir():
-            raise FileNotFoundError(f"model folder not found: {folder}")
         index = read_json(folder / "model_index.json")
         for name, allowed in expected.items():
             entry = index.get(name)
@@ -331,11 +354,7 @@ class LattePipeline:
             ),
             "scheduler": lambda: load_scheduler(folder / "scheduler"),
         }
-        loaded = {name: components[name] if name in components else load() for name, load in loaders.items()}
-        sizes = {name: module_bytes(loaded[name]) for name in TORCH_COMPONENTS}
-        for name, device in component_devices(device_map, sizes).items():
-            loaded[name] = loaded[name].to(device)
-        pipe = cls(**loaded)
+        pipe = cls(**load_components(loaders, components, device_map, TORCH_COMPONENTS))
         pipe.generate_defaults = generate_defaults
         return pipe
 
