@@ -406,7 +406,7 @@ class LatteT2VTransformer(ModelFolderMixin, nn.Module):
         return Transformer3DOutput(sample=out) if return_dict else (out,)
 
     # The forward pass in phases, also used by the wrappers in latte.acceleration: they share `forward` and
-    # replace `text_context` and/or `denoise`.
+    # `denoise` and replace some of the phases (`text_context`, `denoise`, `embed`, `run_blocks`).
     def denoise(
         self,
         hidden_states: torch.Tensor,
