@@ -22,7 +22,7 @@ import torch
 from latte.diffusion.schedules import space_timesteps
 from latte.models.io import read_json, write_json
 from latte.models.latte import CLASS_NAME, Latte
-from latte.models.vae import decode_latents, load_vae, vae_scale_factor
+from latte.models.vae import decode_latents, load_vae
 from latte.outputs import write_folder
 from latte.pipelines.limits import (
     FINITE_CHECK_EVERY,
@@ -78,14 +78,16 @@ class LatteClassPipeline:
 
     # The denoising conventions are the text pipeline's, shared rather than copied: starting noise drawn
     # like diffusers' randn_tensor in the transformer's dtype, per-scheduler step arguments, the output
-    # types, the progress bar, and the scheduler setter (it drops `variance_type: learned*` from schedulers
-    # that would then keep 3 of the 4 epsilon channels, e.g. DPM-Solver++ built from the DDPM config).
+    # types, the progress bar, the VAE scale factor and the scheduler setter (it drops
+    # `variance_type: learned*` from schedulers that would then keep 3 of the 4 epsilon channels, e.g.
+    # DPM-Solver++ built from the DDPM config).
     scheduler = LattePipeline.scheduler
     prepare_latents = LattePipeline.prepare_latents
     _step_kwargs = LattePipeline._step_kwargs
     postprocess = staticmethod(LattePipeline.postprocess)
     set_progress_bar_config = LattePipeline.set_progress_bar_config
     progress_bar = LattePipeline.progress_bar
+    vae_scale_factor = LattePipeline.vae_scale_factor
 
     def __init__(self, vae, transformer: Latte, scheduler):
         self.vae = vae
@@ -98,10 +100,6 @@ class LatteClassPipeline:
     @property
     def components(self) -> dict:
         return dict(vae=self.vae, transformer=self.transformer, scheduler=self.scheduler)
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return vae_scale_factor(self.vae)
 
     @property
     def dtype(self) -> torch.dtype:
