@@ -119,20 +119,17 @@ class LatteClassPipeline:
     @classmethod
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | os.PathLike, torch_dtype: torch.dtype | None = None, *,
-        revision: str | None = None, variant: str | None = None, use_safetensors: bool | None = None,
-        cache_dir: str | os.PathLike | None = None, local_files_only: bool | None = None,
-        token: str | bool | None = None, force_download: bool = False, device_map=None,
-        low_cpu_mem_usage: bool | None = None, **components,
+        variant: str | None = None, use_safetensors: bool | None = None, device_map=None,
+        low_cpu_mem_usage: bool | None = None, **options,
     ):
         """Load `model_index.json`, `transformer/` (our Latte folder), `vae/` (AutoencoderKL), `scheduler/`
         from a folder or a Hugging Face Hub id, with the keywords of `LattePipeline.from_pretrained`.
 
         A folder without `model_index.json` (as `latte export` writes for class-conditional runs) loads too.
         """
-        folder = resolve_pipeline_folder(
+        folder, components = resolve_pipeline_folder(
             "LatteClassPipeline.from_pretrained", pretrained_model_name_or_path, ("vae", "transformer", "scheduler"),
-            components, revision=revision, variant=variant, use_safetensors=use_safetensors, cache_dir=cache_dir,
-            local_files_only=local_files_only, token=token, force_download=force_download,
+            options, variant=variant, use_safetensors=use_safetensors,
         )
         if (folder / "model_index.json").is_file():
             index = read_json(folder / "model_index.json")
