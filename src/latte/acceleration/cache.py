@@ -45,22 +45,19 @@ class TeaCache(TransformerWrapper):
         self.computed = 0
         self.skipped = 0
 
-    def denoise(
-        self,
-        hidden_states: torch.Tensor,
-        timestep: torch.Tensor | int,
-        context: TextContext,
-        enable_temporal_attentions: bool = True,
-        sample_channels: int | None = None,
-    ) -> torch.Tensor:
-        model = self.transformer
-        x, emb, t6 = model.embed(hidden_states, timestep)  # (B, F*N, D), (B, D), (B, 6D)
+    # `denoise` is the transformer's (see TransformerWrapper): it calls this `embed` and `run_blocks`.
+    def embed(self, hidden_states: torch.Tensor, timestep: torch.Tensor | int):
+        """The transformer's `embed`, noting the timestep: one that does not decrease starts a new generation."""
         now = float(torch.as_tensor(timestep).reshape(-1)[0])
         if self._last_timestep is not None and now >= self._last_timestep:
             self.reset()  # timesteps only decrease within a generation
         self._last_timestep = now
+        return self.transformer.embed(hidden_states, timestep)
 
-        first = model.transformer_blocks[0]
+    def run_blocks(self, x: torch.Tensor, t6: torch.Tensor, context: TextContext, *options) -> torch.Tensor:
+        """The transformer's blocks on tokens `x`, or, while their modulated input has barely changed since the
+        last full evaluation, `x` plus that evaluation's residual. `options` pass through to `run_blocks`."""
+        first = self.transformer.transformer_blocks[0]
         shift, scale = first.modulation(t6)[:2]
         signal = first.attention_input(x, shift, scale)  # (B, F*N, D)
         compute = self._residual is None or self._residual.shape != x.shape or self.threshold == 0
@@ -70,12 +67,12 @@ class TeaCache(TransformerWrapper):
             compute = self._accumulated >= self.threshold
         self._signal = signal
         if compute:
-            out = model.run_blocks(x, t6, context, hidden_states.shape[2], enable_temporal_attentions)
+            out = self.transformer.run_blocks(x, t6, context, *options)
             self._residual = out - x
             self._accumulated = 0.0
             self.computed += 1
         else:
             out = x + self._residual
             self.skipped += 1
-        logger.debug("TeaCache t=%s: %s", now, "computed" if compute else "skipped")
-        return model.unembed(out, emb, hidden_states.shape, sample_channels)
+        logger.debug("TeaCache t=%s: %s", self._last_timestep, "computed" if compute else "skipped")
+        return out

@@ -38,14 +38,9 @@ class CFGParallel(TransformerWrapper):
         super().__init__(transformer)
         self.group = group
 
-    def denoise(
-        self,
-        hidden_states: torch.Tensor,
-        timestep: torch.Tensor | int,
-        context: TextContext,
-        enable_temporal_attentions: bool = True,
-        sample_channels: int | None = None,
-    ) -> torch.Tensor:
+    def denoise(self, hidden_states: torch.Tensor, timestep, context: TextContext, *options) -> torch.Tensor:
+        """The transformer's `denoise` on this rank's part of the batch, the other parts gathered from the other
+        ranks. `options` pass through to `denoise` unchanged."""
         rank, world = rank_and_world(self.group)
         batch = hidden_states.shape[0]
         if batch % world:
@@ -53,7 +48,7 @@ class CFGParallel(TransformerWrapper):
         part = slice(rank * batch // world, (rank + 1) * batch // world)
         timestep = torch.as_tensor(timestep, device=hidden_states.device).reshape(-1).expand(batch)
         out = self.transformer.denoise(
-            hidden_states[part], timestep[part], context.select(part), enable_temporal_attentions, sample_channels
+            hidden_states[part], timestep[part], context.select(part), *options
         ).contiguous()  # (B / world, C, F, H, W)
         if world > 1:
             parts = [torch.empty_like(out) for _ in range(world)]

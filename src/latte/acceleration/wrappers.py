@@ -1,10 +1,12 @@
 """Base for opt-in wrappers that a pipeline calls in place of its transformer.
 
-A wrapper runs the transformer's own `forward` (same signature and argument handling) with its own `denoise`
-(and a cached `text_context`); every attribute it does not define itself (config, dtype, device,
-save_pretrained, ...) is the wrapped model's, so `pipe.transformer = Wrapper(pipe.transformer)` works with our
-LattePipeline unchanged. The wrapped model must be our `LatteT2VTransformer` (the wrappers run its forward
-phases: `text_context`, `embed`, `run_blocks`, `unembed`, `denoise`).
+A wrapper runs the transformer's own `forward` and `denoise` (same signatures and argument handling) and
+replaces only the phases it changes (`text_context`, cached here; `denoise`, `embed` or `run_blocks` in a
+subclass), passing the arguments it does not use on as they come: the transformer's signature is written once,
+in the transformer. Every attribute a wrapper does not define itself (config, dtype, device, save_pretrained,
+...) is the wrapped model's, so `pipe.transformer = Wrapper(pipe.transformer)` works with our LattePipeline
+unchanged. The wrapped model must be our `LatteT2VTransformer` (the wrappers run its forward phases:
+`text_context`, `embed`, `run_blocks`, `unembed`, `denoise`).
 """
 
 import torch
@@ -14,7 +16,8 @@ from latte.models.latte_t2v import LatteT2VTransformer, TextContext
 
 
 class TransformerWrapper(nn.Module):
-    forward = LatteT2VTransformer.forward  # calls self.text_context, then self.denoise (a subclass's)
+    forward = LatteT2VTransformer.forward  # calls self.text_context, then self.denoise
+    denoise = LatteT2VTransformer.denoise  # calls self.embed, self.run_blocks, then self.unembed
 
     def __init__(self, transformer: LatteT2VTransformer):
         super().__init__()

@@ -24,7 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from latte.outputs import write_file
+from latte.outputs import write_file, write_folder
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 INDEX_SUFFIX = ".index.json"
@@ -315,3 +315,71 @@ def load_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], 
             parts.append(f"shape mismatches {wrong[:8]}")
         raise ValueError(f"weights in {source} do not fit the model: " + "; ".join(parts))
     model.load_state_dict(state_dict, strict=True, assign=True)
+
+
+class ModelFolderMixin:
+    """Loading and saving for our models (`Latte`, `LatteT2VTransformer`): an `nn.Module` built from one config
+    dataclass, `config_class`, whose `to_dict` is the content of config.json and `from_dict` reads it back.
+
+    Both models keep the same folder format and keywords, so this is their one implementation."""
+
+    config_class: type
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        subfolder: str | None = None,
+        torch_dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        *,
+        variant: str | None = None,
+        use_safetensors: bool | None = None,
+        device_map=None,
+        **options,
+    ):
+        """Load a model folder (`config.json` + weights, single or sharded), or a Hugging Face Hub id
+        (`"maxin-cn/Latte-1", subfolder="transformer"`) through the hub cache. `variant="fp16"` reads
+        `diffusion_pytorch_model.fp16.safetensors`; `use_safetensors` True/False allows only safetensors/.bin;
+        `device_map` a single device (or "auto"/"balanced": the first GPU, else the CPU). For hub ids:
+        `revision`, `cache_dir`, `local_files_only`, `token`, `force_download`."""
+        # Imported here: the hub module imports this one.
+        from latte.models.hub import hub_options, resolve_model_folder
+        from latte.models.placement import single_device
+
+        folder = resolve_model_folder(pretrained_model_name_or_path, {"": WEIGHTS_NAME}, subfolder=subfolder,
+                                      variant=variant, use_safetensors=use_safetensors,
+                                      **hub_options(options, f"{cls.__name__}.from_pretrained"))
+        if not folder.is_dir():
+            raise FileNotFoundError(f"model folder not found: {folder}")
+        device = device or single_device(device_map) or "cpu"
+        config_path = folder / "config.json"
+        config = cls.config_class.from_dict(read_json(config_path), config_path)
+        state = load_weights(folder, variant=variant, use_safetensors=use_safetensors)
+        return cls.from_state_dict(state, config, str(folder), torch_dtype, device)
+
+    @classmethod
+    def from_state_dict(
+        cls,
+        state_dict: Mapping[str, torch.Tensor],
+        config,
+        source: str = "state dict",
+        torch_dtype: torch.dtype | None = None,
+        device: str | torch.device = "cpu",
+    ):
+        """Build on the meta device and load strictly (naming every bad key); returns it in eval mode."""
+        with torch.device("meta"):
+            model = cls(config)
+        load_strict(model, state_dict, source)
+        return model.to(device=device, dtype=torch_dtype).eval()
+
+    def save_pretrained(
+        self, folder: str | os.PathLike, max_shard_size: int | None = None, overwrite: bool = False
+    ) -> Path:
+        """Write `config.json` and safetensors weights as a new folder (the output rule of `latte.outputs`)."""
+
+        def fill(tmp: Path) -> None:
+            save_weights(self.state_dict(), tmp, max_shard_size=max_shard_size)
+            write_json(tmp / "config.json", self.config.to_dict())
+
+        return write_folder(folder, fill, overwrite)

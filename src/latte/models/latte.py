@@ -34,20 +34,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from latte.models.embeddings import sincos_1d, sincos_2d, timestep_features
-from latte.models.io import (
-    WEIGHTS_NAME,
-    config_from_dict,
-    load_strict,
-    load_torch_checkpoint,
-    load_weights,
-    read_json,
-    save_weights,
-    unwrap_state_dict,
-    write_json,
-)
+from latte.models.io import ModelFolderMixin, config_from_dict, load_torch_checkpoint, unwrap_state_dict
 from latte.models.latte_t2v import TIMESTEP_FEATURES, Transformer3DOutput
 from latte.models.layers import attention, modulate
-from latte.outputs import write_file, write_folder
+from latte.outputs import write_file
 
 CLASS_NAME = "Latte"
 VARIANTS = (1, 2, 3, 4)
@@ -165,8 +155,8 @@ class LatteConfig:
         return config_from_dict(cls, data, "Latte", source)
 
     def to_dict(self) -> dict:
-        """The fields (constructor keywords); `save_pretrained` adds `_class_name` to config.json."""
-        return dataclasses.asdict(self)
+        """The content of config.json: the fields (constructor keywords) and `_class_name`."""
+        return {"_class_name": CLASS_NAME, **dataclasses.asdict(self)}
 
 
 def _size_factory(size: str, patch: int) -> Callable[..., LatteConfig]:
@@ -409,12 +399,14 @@ class FinalLayer(nn.Module):
 #################################################################################
 
 
-class Latte(nn.Module):
+class Latte(ModelFolderMixin, nn.Module):
     """Class-conditional or unconditional Latte. `Latte("Latte-XL/2", num_classes=101)`, `Latte(config)`.
 
     forward(x (B, C, F, H, W), t (B,), class_labels (B,) or (B, 1 + use_image_num), use_image_num=0)
     -> `Transformer3DOutput(sample=(B, C_out, F, H, W))`.
     """
+
+    config_class = LatteConfig
 
     def __init__(self, config: LatteConfig | str | None = None, **overrides):
         super().__init__()
@@ -603,37 +595,7 @@ class Latte(nn.Module):
                              f"got {labels.min().item()}..{labels.max().item()}")
         return torch.cat([labels[:, :1].expand(batch, fv), labels[:, 1:]], dim=1)
 
-    # ----------------------------------------------------------------- loading and saving
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, subfolder: str | None = None,
-                        torch_dtype: torch.dtype | None = None, device: str | torch.device | None = None, *,
-                        variant: str | None = None, use_safetensors: bool | None = None, device_map=None,
-                        **options):
-        """Load our folder format: `config.json` (LatteConfig fields) + weights; a folder or a Hugging Face Hub
-        id, with the keywords of `LatteT2VTransformer.from_pretrained`."""
-        from latte.models.hub import hub_options, resolve_model_folder
-        from latte.models.placement import single_device
-
-        folder = resolve_model_folder(pretrained_model_name_or_path, {"": WEIGHTS_NAME}, subfolder=subfolder,
-                                      variant=variant, use_safetensors=use_safetensors,
-                                      **hub_options(options, "Latte.from_pretrained"))
-        if not folder.is_dir():
-            raise FileNotFoundError(f"model folder not found: {folder}")
-        device = device or single_device(device_map) or "cpu"
-        config_path = folder / "config.json"
-        config = LatteConfig.from_dict(read_json(config_path), config_path)
-        state = load_weights(folder, variant=variant, use_safetensors=use_safetensors)
-        return cls.from_state_dict(state, config, str(folder), torch_dtype, device)
-
-    @classmethod
-    def from_state_dict(cls, state_dict: Mapping, config: LatteConfig, source: str = "state dict",
-                        torch_dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
-        """Build on the meta device and load strictly (naming every bad key); returns it in eval mode."""
-        with torch.device("meta"):
-            model = cls(config)
-        load_strict(model, state_dict, source)
-        return model.to(device=device, dtype=torch_dtype).eval()
-
+    # ----------------------------------------------------------------- original checkpoints (folders: ModelFolderMixin)
     @classmethod
     def from_original(cls, checkpoint: str | os.PathLike | Mapping, num_heads: int | None = None,
                       torch_dtype: torch.dtype | None = None) -> "Latte":
@@ -647,17 +609,6 @@ class Latte(nn.Module):
         state = unwrap_state_dict(raw)
         config = infer_original_config(state, source, num_heads)
         return cls.from_state_dict(state, config, source, torch_dtype)
-
-    def save_pretrained(
-        self, folder: str | os.PathLike, max_shard_size: int | None = None, overwrite: bool = False
-    ) -> Path:
-        """Write `config.json` and safetensors weights as a new folder (the output rule of `latte.outputs`)."""
-
-        def fill(tmp: Path) -> None:
-            save_weights(self.state_dict(), tmp, max_shard_size=max_shard_size)
-            write_json(tmp / "config.json", {"_class_name": CLASS_NAME, **self.config.to_dict()})
-
-        return write_folder(folder, fill, overwrite)
 
     def save_original(self, path: str | os.PathLike) -> Path:
         """Write `{"ema": state_dict}` (fp32), the released checkpoints' layout; variant-1 models only."""

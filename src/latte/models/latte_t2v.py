@@ -14,7 +14,6 @@ Letters in shape comments: B batch, F frames, N patches per frame, L text tokens
 import dataclasses
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,19 +22,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from latte.models.embeddings import sincos_1d, sincos_2d, timestep_features
-from latte.models.io import (
-    WEIGHTS_NAME,
-    config_from_dict,
-    load_strict,
-    load_torch_checkpoint,
-    load_weights,
-    read_json,
-    save_weights,
-    unwrap_state_dict,
-    write_json,
-)
+from latte.models.io import ModelFolderMixin, config_from_dict, load_torch_checkpoint, unwrap_state_dict
 from latte.models.layers import FeedForward, attention, linear, modulate
-from latte.outputs import write_folder
 
 DIFFUSERS_CLASS_NAME = "LatteTransformer3DModel"
 TIMESTEP_FEATURES = 256  # width of the sin-cos timestep features fed to the timestep MLP
@@ -301,8 +289,12 @@ class LatteT2VBlock(nn.Module):
 #################################################################################
 
 
-class LatteT2VTransformer(nn.Module):
-    """Latte-1 text-to-video denoiser: `forward(latents (B, C, F, H, W), timestep (B,), text (B, L, Ct))`."""
+class LatteT2VTransformer(ModelFolderMixin, nn.Module):
+    """Latte-1 text-to-video denoiser: `forward(latents (B, C, F, H, W), timestep (B,), text (B, L, Ct))`.
+
+    `save_pretrained` writes the diffusers layout, which diffusers' `LatteTransformer3DModel` loads."""
+
+    config_class = LatteT2VConfig
 
     def __init__(self, config: LatteT2VConfig | None = None, **kwargs):
         super().__init__()
@@ -414,7 +406,7 @@ class LatteT2VTransformer(nn.Module):
         return Transformer3DOutput(sample=out) if return_dict else (out,)
 
     # The forward pass in phases, also used by the wrappers in latte.acceleration: they share `forward` and
-    # replace `text_context` and/or `denoise`.
+    # `denoise` and replace some of the phases (`text_context`, `denoise`, `embed`, `run_blocks`).
     def denoise(
         self,
         hidden_states: torch.Tensor,
@@ -549,54 +541,7 @@ class LatteT2VTransformer(nn.Module):
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
-    # ----------------------------------------------------------------- loading and saving
-    @classmethod
-    def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | os.PathLike,
-        subfolder: str | None = None,
-        torch_dtype: torch.dtype | None = None,
-        device: str | torch.device | None = None,
-        *,
-        variant: str | None = None,
-        use_safetensors: bool | None = None,
-        device_map=None,
-        **options,
-    ) -> "LatteT2VTransformer":
-        """Load a diffusers-layout folder (`config.json` + weights, single or sharded), or a Hugging Face Hub id
-        (`"maxin-cn/Latte-1", subfolder="transformer"`) through the hub cache. `variant="fp16"` reads
-        `diffusion_pytorch_model.fp16.safetensors`; `use_safetensors` True/False allows only safetensors/.bin;
-        `device_map` a single device (or "auto"/"balanced": the first GPU, else the CPU). For hub ids:
-        `revision`, `cache_dir`, `local_files_only`, `token`, `force_download`."""
-        from latte.models.hub import hub_options, resolve_model_folder
-        from latte.models.placement import single_device
-
-        folder = resolve_model_folder(pretrained_model_name_or_path, {"": WEIGHTS_NAME}, subfolder=subfolder,
-                                      variant=variant, use_safetensors=use_safetensors,
-                                      **hub_options(options, "LatteT2VTransformer.from_pretrained"))
-        if not folder.is_dir():
-            raise FileNotFoundError(f"model folder not found: {folder}")
-        device = device or single_device(device_map) or "cpu"
-        config_path = folder / "config.json"
-        config = LatteT2VConfig.from_dict(read_json(config_path), config_path)
-        state = load_weights(folder, variant=variant, use_safetensors=use_safetensors)
-        return cls.from_state_dict(state, config, str(folder), torch_dtype, device)
-
-    @classmethod
-    def from_state_dict(
-        cls,
-        state_dict: dict,
-        config: LatteT2VConfig,
-        source: str = "state dict",
-        torch_dtype: torch.dtype | None = None,
-        device: str | torch.device = "cpu",
-    ):
-        with torch.device("meta"):
-            model = cls(config)
-        load_strict(model, state_dict, source)
-        model = model.to(device=device, dtype=torch_dtype)
-        return model.eval()
-
+    # ----------------------------------------------------------------- original checkpoints (folders: ModelFolderMixin)
     @classmethod
     def from_original(
         cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None, **config_overrides
@@ -608,18 +553,6 @@ class LatteT2VTransformer(nn.Module):
             state.pop(table, None)  # fixed sin-cos tables, rebuilt for the actual shape
         config = dataclasses.replace(infer_t2v_config(state, str(path)), **config_overrides)
         return cls.from_state_dict(state, config, str(path), torch_dtype)
-
-    def save_pretrained(
-        self, folder: str | os.PathLike, max_shard_size: int | None = None, overwrite: bool = False
-    ) -> Path:
-        """Write `config.json` and safetensors weights in the diffusers layout as a new folder (the output rule
-        of `latte.outputs`); diffusers' class loads it."""
-
-        def fill(tmp: Path) -> None:
-            save_weights(self.state_dict(), tmp, max_shard_size=max_shard_size)
-            write_json(tmp / "config.json", self.config.to_dict())
-
-        return write_folder(folder, fill, overwrite)
 
 
 def infer_t2v_config(state: dict, source: str) -> LatteT2VConfig:

@@ -22,7 +22,7 @@ import torch
 from latte.diffusion.schedules import space_timesteps
 from latte.models.io import read_json, write_json
 from latte.models.latte import CLASS_NAME, Latte
-from latte.models.vae import decode_latents, load_vae, vae_scale_factor
+from latte.models.vae import decode_latents, load_vae
 from latte.outputs import write_folder
 from latte.pipelines.limits import (
     FINITE_CHECK_EVERY,
@@ -34,7 +34,13 @@ from latte.pipelines.limits import (
     estimate_memory,
 )
 from latte.pipelines.schedulers import LEARNED_VARIANCE_SCHEDULERS, load_scheduler, uses_learned_variance
-from latte.pipelines.text_to_video import OUTPUT_TYPES, LattePipeline, LattePipelineOutput
+from latte.pipelines.text_to_video import (
+    OUTPUT_TYPES,
+    LattePipeline,
+    LattePipelineOutput,
+    load_components,
+    resolve_pipeline_folder,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -72,14 +78,16 @@ class LatteClassPipeline:
 
     # The denoising conventions are the text pipeline's, shared rather than copied: starting noise drawn
     # like diffusers' randn_tensor in the transformer's dtype, per-scheduler step arguments, the output
-    # types, the progress bar, and the scheduler setter (it drops `variance_type: learned*` from schedulers
-    # that would then keep 3 of the 4 epsilon channels, e.g. DPM-Solver++ built from the DDPM config).
+    # types, the progress bar, the VAE scale factor and the scheduler setter (it drops
+    # `variance_type: learned*` from schedulers that would then keep 3 of the 4 epsilon channels, e.g.
+    # DPM-Solver++ built from the DDPM config).
     scheduler = LattePipeline.scheduler
     prepare_latents = LattePipeline.prepare_latents
     _step_kwargs = LattePipeline._step_kwargs
     postprocess = staticmethod(LattePipeline.postprocess)
     set_progress_bar_config = LattePipeline.set_progress_bar_config
     progress_bar = LattePipeline.progress_bar
+    vae_scale_factor = LattePipeline.vae_scale_factor
 
     def __init__(self, vae, transformer: Latte, scheduler):
         self.vae = vae
@@ -92,10 +100,6 @@ class LatteClassPipeline:
     @property
     def components(self) -> dict:
         return dict(vae=self.vae, transformer=self.transformer, scheduler=self.scheduler)
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return vae_scale_factor(self.vae)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -115,34 +119,18 @@ class LatteClassPipeline:
     @classmethod
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | os.PathLike, torch_dtype: torch.dtype | None = None, *,
-        revision: str | None = None, variant: str | None = None, use_safetensors: bool | None = None,
-        cache_dir: str | os.PathLike | None = None, local_files_only: bool | None = None,
-        token: str | bool | None = None, force_download: bool = False, device_map=None,
-        low_cpu_mem_usage: bool | None = None, **components,
+        variant: str | None = None, use_safetensors: bool | None = None, device_map=None,
+        low_cpu_mem_usage: bool | None = None, **options,
     ):
         """Load `model_index.json`, `transformer/` (our Latte folder), `vae/` (AutoencoderKL), `scheduler/`
         from a folder or a Hugging Face Hub id, with the keywords of `LattePipeline.from_pretrained`.
 
         A folder without `model_index.json` (as `latte export` writes for class-conditional runs) loads too.
         """
-        from latte.models.hub import PIPELINE_WEIGHTS, resolve_model_folder
-        from latte.models.placement import component_devices, module_bytes
-
-        names = ("vae", "transformer", "scheduler")
-        unknown = sorted(set(components) - set(names))
-        if unknown:
-            raise ValueError(
-                f"LatteClassPipeline.from_pretrained does not support {', '.join(unknown)}; it takes revision, "
-                "variant, use_safetensors, cache_dir, local_files_only, token, force_download, device_map and "
-                f"ready components ({', '.join(names)})"
-            )
-        folder = resolve_model_folder(
-            pretrained_model_name_or_path, {k: PIPELINE_WEIGHTS[k] for k in names if k not in components},
-            revision=revision, variant=variant, use_safetensors=use_safetensors, cache_dir=cache_dir,
-            local_files_only=local_files_only, token=token, force_download=force_download,
+        folder, components = resolve_pipeline_folder(
+            "LatteClassPipeline.from_pretrained", pretrained_model_name_or_path, ("vae", "transformer", "scheduler"),
+            options, variant=variant, use_safetensors=use_safetensors,
         )
-        if not folder.is_dir():
-            raise FileNotFoundError(f"model folder not found: {folder}")
         if (folder / "model_index.json").is_file():
             index = read_json(folder / "model_index.json")
             if index.get("_class_name") != PIPELINE_CLASS_NAME:
@@ -154,11 +142,7 @@ class LatteClassPipeline:
             "transformer": lambda: Latte.from_pretrained(folder / "transformer", torch_dtype=torch_dtype, **weights),
             "scheduler": lambda: load_scheduler(folder / "scheduler"),
         }
-        loaded = {name: components[name] if name in components else load() for name, load in loaders.items()}
-        sizes = {name: module_bytes(loaded[name]) for name in ("vae", "transformer")}
-        for name, device in component_devices(device_map, sizes).items():
-            loaded[name] = loaded[name].to(device)
-        return cls(**loaded)
+        return cls(**load_components(loaders, components, device_map, ("vae", "transformer")))
 
     @classmethod
     def from_original(cls, checkpoint: str | os.PathLike, vae, scheduler=None, num_heads: int | None = None,

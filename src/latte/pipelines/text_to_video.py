@@ -67,6 +67,44 @@ def _unwrap(module):
     return getattr(module, "_orig_mod", module)
 
 
+def resolve_pipeline_folder(
+    caller: str, name_or_path: str | os.PathLike, names: tuple[str, ...], options: dict, **weights
+) -> tuple[Path, dict]:
+    """(the local folder of a pipeline with components `names`, the components given ready). `options` are a
+    pipeline `from_pretrained`'s keywords: the hub keywords (`latte.models.hub.HUB_KEYWORDS`, used with the
+    `weights` keywords `variant`, `use_safetensors` to fetch a hub id) and ready components by name, whose
+    folders are then not fetched. Any other keyword is a ValueError naming it: the diffusers keywords latte has
+    no use for (max_memory, quantization_config, ...) end here."""
+    from latte.models.hub import HUB_KEYWORDS, PIPELINE_WEIGHTS, resolve_model_folder
+
+    hub = {k: v for k, v in options.items() if k in HUB_KEYWORDS}
+    components = {k: v for k, v in options.items() if k not in HUB_KEYWORDS}
+    unknown = sorted(set(components) - set(names))
+    if unknown:
+        raise ValueError(
+            f"{caller} does not support {', '.join(unknown)}; it takes revision, variant, use_safetensors, "
+            "cache_dir, local_files_only, token, force_download, device_map and ready components "
+            f"({', '.join(names)})"
+        )
+    needed = {name: PIPELINE_WEIGHTS[name] for name in names if name not in components}
+    folder = resolve_model_folder(name_or_path, needed, **weights, **hub)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model folder not found: {folder}")
+    return folder, components
+
+
+def load_components(loaders: dict[str, Callable], components: dict, device_map, modules: tuple[str, ...]) -> dict:
+    """Every component by name: the ready one from `components`, else `loaders[name]()`; then the torch
+    `modules` among them moved where `device_map` puts them (`latte.models.placement`)."""
+    from latte.models.placement import component_devices, module_bytes
+
+    loaded = {name: components[name] if name in components else load() for name, load in loaders.items()}
+    sizes = {name: module_bytes(loaded[name]) for name in modules}
+    for name, device in component_devices(device_map, sizes).items():
+        loaded[name] = loaded[name].to(device)
+    return loaded
+
+
 @dataclass
 class LattePipelineOutput:
     """`frames`: a list (one per video) of PIL image lists, a (B, F, H, W, 3) float array in [0, 1], a
@@ -251,16 +289,11 @@ class LattePipeline:
         pretrained_model_name_or_path: str | os.PathLike,
         torch_dtype: torch.dtype | None = None,
         *,
-        revision: str | None = None,
         variant: str | None = None,
         use_safetensors: bool | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        local_files_only: bool | None = None,
-        token: str | bool | None = None,
-        force_download: bool = False,
         device_map=None,
         low_cpu_mem_usage: bool | None = None,
-        **components,
+        **options,
     ) -> "LattePipeline":
         """Load a diffusers-layout model: `model_index.json` plus `tokenizer/`, `text_encoder/`, `vae/`,
         `transformer/`, `scheduler/`, from a local folder or a Hugging Face Hub id (`"maxin-cn/Latte-1"`).
@@ -269,7 +302,6 @@ class LattePipeline:
             pretrained_model_name_or_path: a folder, or a hub id resolved through the hub cache (see
                 `latte.models.hub`; offline, `HF_HUB_OFFLINE=1`, only a cached snapshot is used).
             torch_dtype: casts the three models (the scheduler stays float32).
-            revision, cache_dir, local_files_only, token, force_download: as in diffusers, for hub ids.
             variant: e.g. "fp16": `diffusion_pytorch_model.fp16.safetensors` / `model.fp16.safetensors` (or their
                 shards) for every model; a missing variant file is an error naming it.
             use_safetensors: None (safetensors, else `.bin`), True (safetensors only), False (`.bin` only).
@@ -277,7 +309,8 @@ class LattePipeline:
                 (whole components over the visible GPUs) or `{component: device}`; None leaves them on the CPU.
             low_cpu_mem_usage: accepted for diffusers compatibility; the transformer is always built without
                 a first random initialisation.
-            components: ready components to use instead of loading them (`transformer=my_transformer`).
+            options: for hub ids `revision`, `cache_dir`, `local_files_only`, `token`, `force_download`, as in
+                diffusers; and ready components to use instead of loading them (`transformer=my_transformer`).
         """
         expected = {
             "tokenizer": TOKENIZER_CLASSES,
@@ -286,23 +319,10 @@ class LattePipeline:
             "transformer": (DIFFUSERS_CLASS_NAME,),
             "scheduler": tuple(scheduler_names()),
         }
-        unknown = sorted(set(components) - set(expected))
-        if unknown:  # diffusers keywords latte has no use for (max_memory, quantization_config, ...) end here
-            raise ValueError(
-                f"LattePipeline.from_pretrained does not support {', '.join(unknown)}; it takes revision, variant, "
-                "use_safetensors, cache_dir, local_files_only, token, force_download, device_map and ready "
-                f"components ({', '.join(expected)})"
-            )
-        from latte.models.hub import PIPELINE_WEIGHTS, resolve_model_folder
-        from latte.models.placement import component_devices, module_bytes
-
-        folder = resolve_model_folder(
-            pretrained_model_name_or_path, {k: v for k, v in PIPELINE_WEIGHTS.items() if k not in components},
-            revision=revision, variant=variant, use_safetensors=use_safetensors, cache_dir=cache_dir,
-            local_files_only=local_files_only, token=token, force_download=force_download,
+        folder, components = resolve_pipeline_folder(
+            "LattePipeline.from_pretrained", pretrained_model_name_or_path, tuple(expected), options,
+            variant=variant, use_safetensors=use_safetensors,
         )
-        if not folder.is_dir():
-            raise FileNotFoundError(f"model folder not found: {folder}")
         index = read_json(folder / "model_index.json")
         for name, allowed in expected.items():
             entry = index.get(name)
@@ -331,11 +351,7 @@ class LattePipeline:
             ),
             "scheduler": lambda: load_scheduler(folder / "scheduler"),
         }
-        loaded = {name: components[name] if name in components else load() for name, load in loaders.items()}
-        sizes = {name: module_bytes(loaded[name]) for name in TORCH_COMPONENTS}
-        for name, device in component_devices(device_map, sizes).items():
-            loaded[name] = loaded[name].to(device)
-        pipe = cls(**loaded)
+        pipe = cls(**load_components(loaders, components, device_map, TORCH_COMPONENTS))
         pipe.generate_defaults = generate_defaults
         return pipe
 
