@@ -75,6 +75,17 @@ def test_prompt_set_covers_seen_heldout_and_paraphrase():
         prompt_set(num_seen=0)
 
 
+def test_prompt_set_with_the_new_concept():
+    cases = prompt_set(num_seen=4, shrink=True)
+    shrink = [c for c in cases if c.split == "shrink"]
+    assert cases[: -len(shrink)] == prompt_set(num_seen=4)  # appended: the other videos keep their seeds
+    assert [(c.color, c.shape, c.motion) for c in shrink] == combinations("shrink")
+    assert shrink[0].prompt == "a red circle shrinking"
+    result = evaluate_adherence(RenderingPipeline(shrink), shrink, seeds=[0], batch_size=18)
+    assert list(result["table"]) == ["shrink", "all"] and result["table"]["shrink"]["all"] == 1.0
+    assert "| shrink | 18 |" in format_table(result["table"])
+
+
 class RenderingPipeline:
     """Stands in for LattePipeline: renders what each prompt of `cases` asks for (optionally with the wrong
     colour)."""
@@ -130,8 +141,16 @@ def test_cli_reports_the_paraphrase_split_of_a_model(capsys, tmp_path):
     paraphrases = PARAPHRASES_PER_COMBINATION * len(HELDOUT)
     for row in ("| seen | 1 |", f"| heldout | {len(HELDOUT)} |", f"| paraphrase | {paraphrases} |"):
         assert row in printed, printed
+    assert "| shrink |" not in printed  # only with --shrink
     report = json.loads(out.read_text())
     assert [v["split"] for v in report["videos"]].count("paraphrase") == paraphrases
     # The tiny tokenizer never saw the domain's rarer words: they are named once, and in the report.
     unknown = report["settings"]["unrepresented_words"]
     assert "disc" in unknown and "words of the prompts this model's tokenizer cannot represent" in printed
+
+
+def test_cli_reports_the_shrink_split(capsys, tmp_path):
+    folder = build_tiny_pipeline_folder(tmp_path / "tiny")
+    assert main(["eval", "adherence", "--model", str(folder), "--seeds", "0", "--num-seen", "1", "--steps", "1",
+                 "--batch-size", "64", "--shrink"]) == 0
+    assert f"| shrink | {len(combinations('shrink'))} |" in capsys.readouterr().out

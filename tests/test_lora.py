@@ -305,3 +305,24 @@ def test_lora_under_ddp_and_fsdp(setup, tmp_path):
             assert torch.equal(saved["model"][k], tensor)
         adapter = tmp_path / f"{name}-adapter"
         assert sorted(p.name for p in adapter.iterdir()) == sorted([lora.CONFIG_NAME, lora.WEIGHTS_NAME, MARKER])
+
+
+def test_concept_config_trains_an_adapter(setup, tmp_path):
+    """configs/lora-concept.yaml parses; two steps of it (its split, LoRA rank and targets) on the tiny model
+    export an adapter."""
+    from pathlib import Path
+
+    from latte.training.config import load_config
+
+    root, components, pretrained = setup
+    path = Path(__file__).parents[1] / "configs" / "lora-concept.yaml"
+    shipped = load_config(path)
+    assert shipped.data.split == "shrink+train" and shipped.train.lora.rank <= 16 and shipped.export_dir
+    cfg = load_config(path, [
+        f"output_dir={tmp_path / 'run'}", f"components={components}", f"model.pretrained={pretrained}",
+        f"export_dir={tmp_path / 'adapter'}", f"data.cache_dir={tmp_path / 'cache'}", "data.num_samples=4",
+        "data.num_frames=4", "data.shard_size=4", "train.steps=2", "train.warmup_steps=1", "log.ckpt_every=2",
+    ])
+    train(cfg)
+    config = json.loads((tmp_path / "adapter" / lora.CONFIG_NAME).read_text())
+    assert config["r"] == shipped.train.lora.rank and set(config["target_modules"]) == set(shipped.train.lora.targets)

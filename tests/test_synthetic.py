@@ -1,3 +1,4 @@
+import hashlib
 import re
 
 import pytest
@@ -9,6 +10,7 @@ from latte.data.synthetic import (
     COLORS,
     HELDOUT,
     MOTIONS,
+    NEW_MOTIONS,
     PARAPHRASE_TEMPLATES,
     PARAPHRASES_PER_COMBINATION,
     SHAPE_WORDS,
@@ -72,6 +74,63 @@ def test_motion_moves_the_centroid():
         assert along > 20 and abs(across) < 1e-3
     area = (render_clip("red", "circle", "grow")[0] + 1).sum((1, 2))
     assert area[-1] > 4 * area[0]
+
+
+def _domain_digest() -> str:
+    """sha256 of what the shipped model's recipe uses: captions, labels and (8-bit) clips of every split in both
+    vocabularies, and the tokenizer corpora."""
+    h = hashlib.sha256()
+    for split in ("train", "heldout", "all"):
+        for style in ("basic", "rich"):
+            data = SyntheticShapes(12, num_frames=4, size=32, seed=5, split=split, captions=style)
+            for i in range(12):
+                item = data[i]
+                h.update(f"{item['caption']}|{item['label']}|".encode())
+                h.update(((item["video"] + 1) * 127.5).round().to(torch.uint8).numpy().tobytes())
+    for style in ("basic", "rich"):
+        h.update("\n".join(all_captions(style)).encode())
+    return h.hexdigest()
+
+
+def test_the_new_concept_leaves_the_domain_unchanged():
+    """Adding "shrink" changed nothing the shipped model was trained or measured on (pinned before it existed)."""
+    assert MOTIONS == ("left", "right", "up", "down", "grow") and NEW_MOTIONS == ("shrink",)
+    assert len(combinations("all")) == 90 and len(combinations("train")) == 82
+    assert [label_of(*c) for c in combinations("all")] == list(range(90))
+    assert _domain_digest() == "92672bf30e4229aefd706a0ec93b98ac93fb4df388c9eef97cde42eed8929b39"
+
+
+def test_shrink_split_and_the_mix_with_replay():
+    shrink = combinations("shrink")
+    assert len(shrink) == len(COLORS) * len(SHAPES) and {m for _, _, m in shrink} == {"shrink"}
+    assert sorted(label_of(*c) for c in shrink) == list(range(90, 108))  # after every label of the domain
+    assert not any("shrink" in text or "smaller" in text for text in all_captions())  # a concept never taught
+    by_label = {label_of(*c): c for c in combinations("all") + shrink}
+    items = [SyntheticShapes(8, seed=1, split="shrink+train", captions=style)[i] for style in ("basic", "rich")
+             for i in range(8)]
+    for i, item in enumerate(items):
+        color, shape, motion = by_label[item["label"]]
+        assert (motion == "shrink") == (i % 2 == 0)  # parts in turn: the new concept, then replay
+        assert color in item["caption"] and (motion == "shrink") == any(
+            ing in item["caption"] or s in item["caption"] for ing, s in motion_phrases("shrink"))
+        if motion != "shrink":
+            assert (color, shape, motion) in combinations("train")
+    assert caption("red", "circle", "shrink") == "a red circle shrinking"
+    with pytest.raises(ValueError, match=r"unknown split 'shrink\+heldout'; allowed: .*shrink, shrink\+train"):
+        SyntheticShapes(4, split="shrink+heldout")
+
+
+def test_shrinking_shapes_get_smaller_and_read_as_shrink():
+    from latte.evaluation.adherence import read_clip
+
+    for shape in SHAPES:
+        video = render_clip("cyan", shape, "shrink", "gray")
+        area = ((video - video[:, :1, :1, :1]).abs().sum(0) > 0.1).sum((1, 2))  # pixels off the background
+        assert (area[1:] <= area[:-1]).all() and area[0] > 4 * area[-1]
+        grow = render_clip("cyan", shape, "grow", "gray")
+        torch.testing.assert_close(video, grow.flip(1), atol=1e-5, rtol=0)  # the time reverse of grow
+        reading = read_clip((video.transpose(0, 1) + 1) / 2)
+        assert (reading.color, reading.shape, reading.motion) == ("cyan", shape, "shrink")
 
 
 def test_bad_input_is_rejected():

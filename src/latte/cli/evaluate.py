@@ -24,6 +24,9 @@ def register(subparsers) -> None:
     a.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped model)")
     a.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per prompt (default 0 1 2)")
     a.add_argument("--num-seen", type=int, default=24, help="training combinations to prompt (default 24)")
+    a.add_argument("--shrink", action="store_true",
+                   help="also prompt every colour x shape shrinking, a motion the shipped model never saw (the "
+                   "new concept of configs/lora-concept.yaml), reported as the split 'shrink'")
     a.add_argument("--steps", type=int, default=None,
                    help="denoising steps (default: the model's `latte generate` default)")
     a.add_argument("--guidance", type=float, default=None,
@@ -77,7 +80,7 @@ def run_adherence(args: argparse.Namespace) -> int:
         settings = pipe.generation_settings(args.steps, args.guidance)
         steps, guidance = settings["steps"], settings["guidance"]
         pipe.set_progress_bar_config(disable=True)
-        cases = prompt_set(args.num_seen)
+        cases = prompt_set(args.num_seen, shrink=args.shrink)
         # Said once here (the pipeline also warns per batch): a model trained on the basic captions knows
         # none of the paraphrases' new words, which is part of what the paraphrase split measures.
         unknown = unrepresented_words(pipe.tokenizer, [case.prompt for case in cases])

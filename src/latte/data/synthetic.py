@@ -9,6 +9,11 @@ Attributes a caption names, each read back from the frames by the analyser:
 A fixed set of colour x shape x motion combinations (HELDOUT) never appears in the "train" split, so
 prompt adherence can be measured on combinations the model has not seen.
 
+One motion lies outside that domain on purpose: "shrink" (NEW_MOTIONS), the time reverse of "grow", which
+the shipped model never saw. Its own splits ("shrink", and "shrink+train" that mixes it half and half with
+the training split as replay) are what a LoRA learns a new concept from; "train", "heldout" and "all", their
+labels, captions and clips are exactly what they were before it existed.
+
 Captions come in two vocabularies (CAPTION_STYLES): "basic", the few phrasings the shipped model was trained
 on ("a red circle moving left"), and "rich", the words people use for the same things (a ball or disc for a
 circle, a box for a square; rising, climbing, dropping, sliding, heading "to the left side", swelling, ...) in
@@ -51,12 +56,16 @@ HELDOUT: tuple[tuple[str, str, str], ...] = (
     ("purple", "triangle", "left"),
     ("cyan", "square", "up"),
 )
-SPLITS = ("train", "heldout", "all")
+# A motion outside the shipped model's domain (not in MOTIONS, "all" or the tokenizer's corpus): a new concept.
+NEW_MOTIONS: tuple[str, ...] = ("shrink",)
+_SCALING = ("grow", "shrink")  # motions whose shape stays put and changes size (no one size to name)
+# Splits joined by "+" are mixed: item i comes from their parts in turn (see SyntheticShapes).
+SPLITS = ("train", "heldout", "all", "shrink", "shrink+train")
 
 # Geometry in pixels at the reference size of 64 px; scaled linearly for other sizes.
 _REF_SIZE = 64
 _RADIUS = {"small": 7.0, "large": 10.0}  # half-extent of a moving shape
-_GROW_RADIUS = (5.0, 13.0)  # a growing shape goes from the first to the second half-extent
+_GROW_RADIUS = (5.0, 13.0)  # a growing shape goes from the first to the second half-extent (shrink: back)
 _TRAVEL = 24.0  # distance a moving shape covers over the clip
 _MARGIN = 2.0  # pixels kept free between the shape and the frame border
 
@@ -66,6 +75,7 @@ _MOTION_PHRASES = {
     "up": ("moving up", "slides upward", "moves up", "rising"),
     "down": ("moving down", "slides downward", "moves down", "falling"),
     "grow": ("growing", "grows bigger", "getting larger", "expanding"),
+    "shrink": ("shrinking", "shrinks down", "getting smaller", "contracting"),
 }
 _TEMPLATES = (
     "a {color} {shape} {motion}",
@@ -104,8 +114,12 @@ _OWN_VERBS = {  # motions with verbs of their own
         ("growing", "grows"), ("growing larger", "grows larger"), ("getting bigger", "gets bigger"),
         ("getting larger", "gets larger"), ("swelling", "swells"), ("expanding", "expands"),
     ),
+    "shrink": (
+        ("shrinking", "shrinks"), ("shrinking down", "shrinks down"), ("getting smaller", "gets smaller"),
+        ("contracting", "contracts"),
+    ),
 }
-# {size} is dropped with its space where a clip has no one size (grow); {ing} / {s}: the motion's two forms.
+# {size} is dropped with its space where a clip has no one size (grow, shrink); {ing} / {s}: the motion's two forms.
 _RICH_TEMPLATES = (
     "a {size} {color} {shape} {ing}",
     "a {size} {color} {shape} {ing} on a {background} background",
@@ -134,18 +148,26 @@ PARAPHRASES_PER_COMBINATION = 3
 
 
 def label_of(color: str, shape: str, motion: str) -> int:
-    """Class index of a colour x shape x motion: (colour * #shapes + shape) * #motions + motion."""
-    for value, allowed in ((color, COLORS), (shape, SHAPES), (motion, MOTIONS)):
+    """Class index of a colour x shape x motion: (colour * #shapes + shape) * #motions + motion; the new
+    motions number their combinations after all of those, so the domain's labels stay what they were."""
+    for value, allowed in ((color, COLORS), (shape, SHAPES), (motion, (*MOTIONS, *NEW_MOTIONS))):
         if value not in allowed:
             raise ValueError(f"unknown attribute {value!r}; allowed: {', '.join(allowed)}")
-    c, s, m = list(COLORS).index(color), SHAPES.index(shape), MOTIONS.index(motion)
-    return (c * len(SHAPES) + s) * len(MOTIONS) + m
+    c, s = list(COLORS).index(color), SHAPES.index(shape)
+    if motion in NEW_MOTIONS:
+        return len(COLORS) * len(SHAPES) * len(MOTIONS) + NEW_MOTIONS.index(motion) * len(COLORS) * len(SHAPES) + (
+            c * len(SHAPES) + s)
+    return (c * len(SHAPES) + s) * len(MOTIONS) + MOTIONS.index(motion)
 
 
 def combinations(split: str = "all") -> list[tuple[str, str, str]]:
-    """The (colour, shape, motion) triples of a split, in label order."""
+    """The (colour, shape, motion) triples of a split, in label order; a mixed split's are its parts' in turn."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
+    if "+" in split:
+        return [c for part in split.split("+") for c in combinations(part)]
+    if split == "shrink":
+        return [(c, s, "shrink") for c, s in itertools.product(COLORS, SHAPES)]
     combos = list(itertools.product(COLORS, SHAPES, MOTIONS))
     if split == "train":
         return [c for c in combos if c not in HELDOUT]
@@ -174,8 +196,8 @@ def caption(color: str, shape: str, motion: str, size: str | None = None, backgr
 def motion_phrases(motion: str) -> tuple[tuple[str, str], ...]:
     """The rich vocabulary's phrases for a motion, each as (-ing form, present form), e.g.
     ("heading to the left side", "heads to the left side")."""
-    if motion not in MOTIONS:
-        raise ValueError(f"unknown motion {motion!r}; allowed: {', '.join(MOTIONS)}")
+    if motion not in (*MOTIONS, *NEW_MOTIONS):
+        raise ValueError(f"unknown motion {motion!r}; allowed: {', '.join((*MOTIONS, *NEW_MOTIONS))}")
     moves = tuple((f"{ing} {d}", f"{s} {d}") for ing, s in _MOVE_VERBS for d in _DIRECTIONS.get(motion, ()))
     return moves + _OWN_VERBS.get(motion, ())
 
@@ -286,7 +308,8 @@ def render_clip(color: str, shape: str, motion: str, background: str = "black", 
 
     `start` is the shape centre in the first frame as fractions of the range that keeps the whole path
     inside the frame (0.5, 0.5 = as central as possible); `travel` is the path length in reference pixels
-    (64-px frame), ignored for "grow", which stays put and scales from 5 to 13 reference pixels.
+    (64-px frame), ignored for "grow", which stays put and scales from 5 to 13 reference pixels, and for
+    "shrink", which scales back from 13 to 5.
     """
     label_of(color, shape, motion)
     if background not in BACKGROUNDS:
@@ -297,11 +320,13 @@ def render_clip(color: str, shape: str, motion: str, background: str = "black", 
         raise ValueError(f"need num_frames >= 2 and size >= 16, got num_frames={num_frames}, size={size}")
     scale = size / _REF_SIZE
     progress = torch.linspace(0, 1, num_frames)  # (F,)
-    if motion == "grow":
+    if motion in _SCALING:
         r0, r1 = (v * scale for v in _GROW_RADIUS)
+        reach = 1.25 * r1 + _MARGIN * scale  # the largest shape must fit
+        if motion == "shrink":
+            r0, r1 = r1, r0
         radius = r0 + (r1 - r0) * progress
         dx = dy = torch.zeros(num_frames)
-        reach = 1.25 * r1 + _MARGIN * scale  # the final (largest) shape must fit
     else:
         radius = torch.full((num_frames,), _RADIUS[shape_size] * scale)
         step = travel * scale * progress
@@ -322,7 +347,9 @@ def render_clip(color: str, shape: str, motion: str, background: str = "black", 
 
 class SyntheticShapes(Dataset):
     """`num_samples` captioned clips of one split; item i depends only on (seed, i). `captions` names the
-    vocabulary ("basic": the shipped model's recipe; "rich"); the clips are the same in both.
+    vocabulary ("basic": the shipped model's recipe; "rich"); the clips are the same in both. A mixed split
+    ("shrink+train") takes its parts in turn: item i draws its combination from part i mod #parts, so a new
+    concept and the replay of seen ones each fill half of every batch.
 
     Items are {"video": (3, F, H, W) float in [-1, 1], "caption": str, "label": int (see `label_of`)}.
     """
@@ -333,7 +360,8 @@ class SyntheticShapes(Dataset):
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         if captions not in CAPTION_STYLES:
             raise ValueError(f"unknown captions {captions!r}; allowed: {', '.join(CAPTION_STYLES)}")
-        self.combos = combinations(split)
+        combinations(split)  # validates the name
+        self.parts = [combinations(part) for part in split.split("+")]
         self.num_samples, self.num_frames, self.size, self.seed, self.split, self.captions = (
             num_samples, num_frames, size, seed, split, captions)
         render_clip("red", "circle", "left", num_frames=num_frames, size=size)  # fail early on bad sizes
@@ -346,14 +374,15 @@ class SyntheticShapes(Dataset):
             raise IndexError(f"index {index} out of range for {self.num_samples} samples")
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         pick = lambda n: int(torch.randint(n, (1,), generator=g))  # noqa: E731
-        color, shape, motion = self.combos[pick(len(self.combos))]
+        combos = self.parts[index % len(self.parts)]  # one part (and no extra draw) for a plain split
+        color, shape, motion = combos[pick(len(combos))]
         background = list(BACKGROUNDS)[pick(len(BACKGROUNDS))]
         shape_size = SIZES[pick(len(SIZES))]
         # The path is always centred: a full caption then names one clip, so the text, not a guess at a
         # random position, decides the video. A small model trained on random positions averaged them into
         # blobs and learnt to ignore the caption, whose colour and shape barely lowered its loss.
         video = render_clip(color, shape, motion, background, self.num_frames, self.size, shape_size)
-        named_size = None if motion == "grow" else shape_size
+        named_size = None if motion in _SCALING else shape_size
         # The same clip in either vocabulary: only the caption's draws (after the clip's) differ.
         if self.captions == "rich":
             text = rich_caption(color, shape, motion, named_size, background, pick)

@@ -12,8 +12,9 @@ It also measures temporal consistency: the fraction of frames whose own colour a
 with the clip's, and the jitter of the centroid around its straight-line path.
 
 `evaluate_adherence` generates videos for a prompt set (seen and held-out combinations, and the held-out
-combinations again in paraphrases no training caption uses; several seeds) with a `LattePipeline` and reports
-the accuracy per attribute.
+combinations again in paraphrases no training caption uses; optionally every colour x shape "shrinking", a
+motion outside the shipped model's domain; several seeds) with a `LattePipeline` and reports the accuracy per
+attribute.
 """
 
 import logging
@@ -42,8 +43,8 @@ NO_READING = "none"  # what an attribute reads when no shape is found
 
 @dataclass(frozen=True)
 class ClipReading:
-    """What the analyser reads from one video; attributes outside the domain ("none", "static", "shrink")
-    count as wrong."""
+    """What the analyser reads from one video; "none" and "static" (and "shrink", unless a prompt asks for
+    the new concept) count as wrong."""
 
     color: str
     shape: str
@@ -158,17 +159,21 @@ class PromptCase:
     color: str
     shape: str
     motion: str
-    split: str  # "seen" (a training combination), "heldout" or "paraphrase" (a held-out one, phrased anew)
+    # "seen" (a training combination), "heldout" or "paraphrase" (a held-out one, phrased anew), "shrink" (the
+    # motion no training clip of the shipped model shows)
+    split: str
 
 
-PROMPT_SPLITS = ("seen", "heldout", "paraphrase")
+PROMPT_SPLITS = ("seen", "heldout", "paraphrase", "shrink")
 
 
-def prompt_set(num_seen: int = 24, paraphrase: bool = True) -> list[PromptCase]:
+def prompt_set(num_seen: int = 24, paraphrase: bool = True, shrink: bool = False) -> list[PromptCase]:
     """`num_seen` training combinations spread evenly over the label order, then every held-out one, each
     as the plainest caption ("a red circle moving left"), then (with `paraphrase`) the held-out combinations
     in the paraphrases of `latte.data.synthetic.paraphrase_prompts` ("the box that drifts upwards is cyan"):
-    sentence shapes no training caption uses, in words only the rich training vocabulary teaches."""
+    sentence shapes no training caption uses, in words only the rich training vocabulary teaches, then (with
+    `shrink`) every colour x shape shrinking ("a red circle shrinking"), the new concept of
+    `configs/lora-concept.yaml`."""
     train = combinations("train")
     if not 1 <= num_seen <= len(train):
         raise ValueError(f"num_seen must be in 1..{len(train)}, got {num_seen}")
@@ -178,10 +183,10 @@ def prompt_set(num_seen: int = 24, paraphrase: bool = True) -> list[PromptCase]:
         for split, combos in (("seen", seen), ("heldout", list(HELDOUT)))
         for c, s, m in combos
     ]
-    if not paraphrase:
-        return plain
     # Appended, so that the seen and held-out videos (seeded by their index) stay those measured before.
-    return plain + [PromptCase(text, c, s, m, "paraphrase") for text, (c, s, m) in paraphrase_prompts()]
+    para = [PromptCase(text, c, s, m, "paraphrase") for text, (c, s, m) in paraphrase_prompts()] if paraphrase else []
+    new = [PromptCase(caption(c, s, m), c, s, m, "shrink") for c, s, m in combinations("shrink")] if shrink else []
+    return plain + para + new
 
 
 def score(cases: list[PromptCase], readings: list[ClipReading]) -> dict:
