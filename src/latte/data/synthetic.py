@@ -153,15 +153,15 @@ def label_of(color: str, shape: str, motion: str) -> int:
     for value, allowed in ((color, COLORS), (shape, SHAPES), (motion, (*MOTIONS, *NEW_MOTIONS))):
         if value not in allowed:
             raise ValueError(f"unknown attribute {value!r}; allowed: {', '.join(allowed)}")
-    c, s = list(COLORS).index(color), SHAPES.index(shape)
+    cell = list(COLORS).index(color) * len(SHAPES) + SHAPES.index(shape)
     if motion in NEW_MOTIONS:
-        return len(COLORS) * len(SHAPES) * len(MOTIONS) + NEW_MOTIONS.index(motion) * len(COLORS) * len(SHAPES) + (
-            c * len(SHAPES) + s)
-    return (c * len(SHAPES) + s) * len(MOTIONS) + MOTIONS.index(motion)
+        return len(COLORS) * len(SHAPES) * (len(MOTIONS) + NEW_MOTIONS.index(motion)) + cell
+    return cell * len(MOTIONS) + MOTIONS.index(motion)
 
 
 def combinations(split: str = "all") -> list[tuple[str, str, str]]:
-    """The (colour, shape, motion) triples of a split, in label order; a mixed split's are its parts' in turn."""
+    """The (colour, shape, motion) triples of a split, in label order; a mixed split's: its parts', one part
+    after the other."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
     if "+" in split:
@@ -349,7 +349,7 @@ class SyntheticShapes(Dataset):
     """`num_samples` captioned clips of one split; item i depends only on (seed, i). `captions` names the
     vocabulary ("basic": the shipped model's recipe; "rich"); the clips are the same in both. A mixed split
     ("shrink+train") takes its parts in turn: item i draws its combination from part i mod #parts, so a new
-    concept and the replay of seen ones each fill half of every batch.
+    concept and the replay of seen ones each make half of the clips.
 
     Items are {"video": (3, F, H, W) float in [-1, 1], "caption": str, "label": int (see `label_of`)}.
     """
