@@ -2,6 +2,7 @@
 `train.lora` (frozen base, adapter-only EMA, exact resume), `latte export --lora` and `latte generate --lora`."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from latte import LatteT2VConfig, LatteT2VTransformer
 from latte.models import lora
 from latte.outputs import MARKER
 from latte.training import checkpoint as ckpt
+from latte.training.config import load_config
 from latte.training.export import export_run
 from latte.training.model import build_model
 from latte.training.train import Dist, prepare_cache, train
@@ -310,10 +312,6 @@ def test_lora_under_ddp_and_fsdp(setup, tmp_path):
 def test_concept_config_trains_an_adapter(setup, tmp_path):
     """configs/lora-concept.yaml parses; two steps of it (its split, LoRA rank and targets) on the tiny model
     export an adapter."""
-    from pathlib import Path
-
-    from latte.training.config import load_config
-
     root, components, pretrained = setup
     path = Path(__file__).parents[1] / "configs" / "lora-concept.yaml"
     shipped = load_config(path)
