@@ -81,33 +81,23 @@ def test_long_video_attends_in_training_length_windows(pipe):
             block._forward_hooks.clear()
 
 
-def test_dilated_windows_cover_every_frame_once_in_total():
-    """Slow long videos: windows of frames d apart (one set per residue r < d), weights summing to 1 per frame."""
-    windows = TemporalWindows.for_frames(16, 64, slow=True)
-    assert windows.dilation == 2 and TemporalWindows.for_frames(16, 128, slow=True).dilation == 4
-    assert TemporalWindows.for_frames(16, 20, slow=True).dilation == 2 and windows.for_frames(16, 64).dilation == 1
-    total = torch.zeros(64, dtype=torch.float64)
-    dilated = windows.windows(64, 2, "cpu", torch.float64)
-    for members, weight in dilated:
-        assert len(members) == 16 and set((members[1:] - members[:-1]).tolist()) == {2}
-        total.index_add_(0, members, weight)
-    assert torch.allclose(total, torch.ones(64, dtype=torch.float64))
-    assert {int(m[0]) % 2 for m, _ in dilated} == {0, 1}  # even and odd frames each get their windows
-    # Dilation 1 is the contiguous windows.
-    assert [(int(m[0]), int(m[-1]) + 1) for m, _ in windows.windows(64, 1, "cpu", torch.float64)] == windows.spans(64)
-
-
-def test_slow_long_video_alternates_dilated_and_contiguous_windows(pipe):
-    seen = []
-    original = TemporalWindows.windows
-    TemporalWindows.windows = lambda self, frames, dilation, *rest: seen.append(dilation) or original(
-        self, frames, dilation, *rest)
+def test_slow_long_video_spaces_the_frame_positions(pipe):
+    """Slow long videos: the same windows, frames at positions 0, 1/s, 2/s, ... (s = 2 up to 4 training lengths)."""
+    assert TemporalWindows.for_frames(16, 64, slow=True).slowdown == 2
+    assert TemporalWindows.for_frames(16, 128, slow=True).slowdown == 4
+    assert TemporalWindows.for_frames(16, 20, slow=True).slowdown == 2
+    assert TemporalWindows.for_frames(16, 64).slowdown == 1
+    table = pipe.transformer.temporal_table(8, "cpu", 0.5)
+    assert torch.equal(table[::2], pipe.transformer.temporal_table(4, "cpu"))  # positions 0, 0.5, 1, ...
+    spacings = []
+    original = type(pipe.transformer).temporal_table
+    type(pipe.transformer).temporal_table = lambda self, n, device, spacing=1.0: spacings.append(spacing) or original(
+        self, n, device, spacing)
     try:
         slow = run(pipe, video_length=40, height=16, width=16, long_video="slow")
+        assert spacings and set(spacings) == {0.5}
     finally:
-        TemporalWindows.windows = original
-    blocks = len(pipe.transformer.temporal_transformer_blocks)
-    assert seen[:blocks] == [2 if i % 2 == 0 else 1 for i in range(blocks)]
+        type(pipe.transformer).temporal_table = original
     assert slow.shape == (1, 40, 3, 16, 16) and bool(torch.isfinite(slow).all())
     assert not torch.equal(slow, run(pipe, video_length=40, height=16, width=16))
     assert torch.equal(run(pipe, video_length=16, long_video="slow"), run(pipe, video_length=16))

@@ -52,29 +52,28 @@ HOLD_FRACTION = 0.25
 
 @dataclass(frozen=True)
 class TemporalWindows:
-    """Temporal attention over overlapping windows of `length` frames, `stride` frames apart. With `dilation`
-    d > 1 ("slow" long videos), every other temporal block (the first, third, ...) instead attends over windows
-    of frames d apart: the same window positions 0..W-1 then span d times as many frames, so the motion a
-    window learned to make over W frames is spread over d*W (a shape crosses the frame d times slower and stays
-    in it longer); the contiguous windows of the blocks in between keep neighbouring frames consistent."""
+    """Temporal attention over overlapping windows of `length` frames, `stride` frames apart. With `slowdown`
+    s > 1 ("slow" long videos) a window's frames take the positions 0, 1/s, 2/s, ... instead of 0, 1, 2, ...
+    (the frame table is a sine-cosine of the position, so fractional positions are defined): a window then
+    looks like 1/s of a training clip sampled s times as densely, and the motion the model makes per unit of
+    position is spread over s times as many frames."""
 
     length: int
     stride: int
-    dilation: int = 1
+    slowdown: int = 1
 
     @classmethod
     def for_frames(cls, trained_frames: int, frames: int, slow: bool = False) -> "TemporalWindows | None":
         """The windows for a video of `frames` frames, or None when it fits the training length (then the
-        plain forward runs, so short videos are unchanged). `slow`: a dilation that spreads the motion of two
+        plain forward runs, so short videos are unchanged). `slow`: a slowdown that spreads the motion of two
         training lengths over the whole video (2 for up to 4 training lengths, 4 for 8, ...)."""
         if frames <= trained_frames:
             return None
-        dilation = max(2, round(frames / (2 * trained_frames))) if slow else 1
-        return cls(trained_frames, max(1, trained_frames // STRIDE_DIVISOR), dilation)
+        slowdown = max(2, round(frames / (2 * trained_frames))) if slow else 1
+        return cls(trained_frames, max(1, trained_frames // STRIDE_DIVISOR), slowdown)
 
     def spans(self, frames: int) -> list[tuple[int, int]]:
-        """(start, end) of each contiguous window; the last one ends at the last frame. One span if the video
-        fits."""
+        """(start, end) of each window; the last one ends at the last frame. One span if the video fits."""
         length = min(self.length, frames)
         starts = list(range(0, frames - length + 1, self.stride))
         if starts[-1] + length < frames:
@@ -82,9 +81,9 @@ class TemporalWindows:
         return [(s, s + length) for s in starts]
 
     def fusion_weights(self, frames: int, device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
-        """Per contiguous window (W,) weights of its outputs: triangular (1 at the ends, highest in the
-        middle), divided by each frame's total over its windows so they sum to 1 per frame (exactly 1 for a
-        frame in one window)."""
+        """Per window (W,) weights of its outputs: triangular (1 at the ends, highest in the middle), divided
+        by each frame's total over its windows so they sum to 1 per frame (exactly 1 for a frame in one
+        window)."""
         spans = self.spans(frames)
         length = spans[0][1] - spans[0][0]
         ramp = torch.arange(length, dtype=torch.float64)
@@ -94,24 +93,15 @@ class TemporalWindows:
             total[start:end] += triangle
         return [(triangle / total[start:end]).to(device=device, dtype=dtype) for start, end in spans]
 
-    def windows(self, frames: int, dilation: int, device: torch.device, dtype: torch.dtype):
-        """[(frame indices (W,), fusion weights (W,))]: the contiguous windows of the frames r, r + d, r + 2d, ...
-        for each r < d (d = `dilation`; d = 1: the contiguous windows of the whole video)."""
-        result = []
-        for first in range(dilation):
-            members = torch.arange(first, frames, dilation, device=device)
-            weights = self.fusion_weights(len(members), device, dtype)
-            result += [(members[start:end], weight)
-                       for (start, end), weight in zip(self.spans(len(members)), weights, strict=True)]
-        return result
-
     def run_blocks(self, model, x: torch.Tensor, t6: torch.Tensor, context, frames: int,
                    temporal: bool = True) -> torch.Tensor:
         """`model.run_blocks` with windowed temporal blocks: tokens (B, F*N, D) frame-major in and out."""
         b, _, d = x.shape
         n = x.shape[1] // frames
-        length = min(self.length, frames)
-        table = model.temporal_table(length, x.device).to(x.dtype)[:, None]  # (W, 1, D): positions 0..W-1
+        spans = self.spans(frames)
+        weights = self.fusion_weights(frames, x.device, x.dtype)
+        length = spans[0][1] - spans[0][0]
+        table = model.temporal_table(length, x.device, 1 / self.slowdown).to(x.dtype)[:, None]  # (W, 1, D)
         for i, (spatial, temporal_block) in enumerate(
             zip(model.transformer_blocks, model.temporal_transformer_blocks, strict=True)
         ):
@@ -122,14 +112,13 @@ class TemporalWindows:
                 continue
             x = x.reshape(b, frames, n, d)
             fused = torch.zeros_like(x)
-            for members, weight in self.windows(frames, self.dilation if i % 2 == 0 else 1, x.device, x.dtype):
-                window = x[:, members]  # (B, W, N, D)
-                size = len(members)
-                if i == 0 and size > 1:  # the model adds the frame table once, before the first temporal block
-                    window = window + table[:size]
+            for (start, end), weight in zip(spans, weights, strict=True):
+                window = x[:, start:end]  # (B, W, N, D)
+                if i == 0 and length > 1:  # the model adds the frame table once, before the first temporal block
+                    window = window + table
                 window = rearrange(window, "b f n d -> b (n f) d")  # patch-major: attention over frames
-                out = model._run(temporal_block, window, t6, size)
-                fused.index_add_(1, members, rearrange(out, "b (n f) d -> b f n d", f=size) * weight[:, None, None])
+                out = model._run(temporal_block, window, t6, length)
+                fused[:, start:end] += rearrange(out, "b (n f) d -> b f n d", f=length) * weight[:, None, None]
             x = fused.reshape(b, frames * n, d)
         return x
 
