@@ -81,30 +81,6 @@ def test_long_video_attends_in_training_length_windows(pipe):
             block._forward_hooks.clear()
 
 
-def test_slow_long_video_spaces_the_frame_positions(pipe):
-    """Slow long videos: the same windows, frames at positions 0, 1/s, 2/s, ... (s = 2 up to 4 training lengths)."""
-    assert TemporalWindows.for_frames(16, 64, slow=True).slowdown == 2
-    assert TemporalWindows.for_frames(16, 128, slow=True).slowdown == 4
-    assert TemporalWindows.for_frames(16, 20, slow=True).slowdown == 2
-    assert TemporalWindows.for_frames(16, 64).slowdown == 1
-    table = pipe.transformer.temporal_table(8, "cpu", 0.5)
-    assert torch.equal(table[::2], pipe.transformer.temporal_table(4, "cpu"))  # positions 0, 0.5, 1, ...
-    spacings = []
-    original = type(pipe.transformer).temporal_table
-    type(pipe.transformer).temporal_table = lambda self, n, device, spacing=1.0: spacings.append(spacing) or original(
-        self, n, device, spacing)
-    try:
-        slow = run(pipe, video_length=40, height=16, width=16, long_video="slow")
-        assert spacings and set(spacings) == {0.5}
-    finally:
-        type(pipe.transformer).temporal_table = original
-    assert slow.shape == (1, 40, 3, 16, 16) and bool(torch.isfinite(slow).all())
-    assert not torch.equal(slow, run(pipe, video_length=40, height=16, width=16))
-    assert torch.equal(run(pipe, video_length=16, long_video="slow"), run(pipe, video_length=16))
-    with pytest.raises(ValueError, match=r"long_video must be True, False or 'slow', got 'fast'"):
-        run(pipe, video_length=40, height=16, width=16, long_video="fast")
-
-
 def test_noise_rescheduling_repeats_earlier_noise_shuffled():
     noise = torch.randn(2, 4, 26, 2, 2)
     out = TemporalWindows(16, 4).reschedule_noise(noise, [torch.Generator().manual_seed(i) for i in range(2)])

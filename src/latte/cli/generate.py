@@ -19,10 +19,6 @@ QUANTIZE_MODES = ("int8-dynamic", "int8")  # latte.acceleration.quantize.MODES (
 FORMATS = ("mp4", "gif", "png")
 
 
-# --long-video: the pipeline's long_video argument for each choice
-LONG_VIDEO = {"windows": True, "slow": "slow", "plain": False}
-
-
 @dataclass
 class GenerateOptions:
     prompts: list[str]
@@ -50,7 +46,7 @@ class GenerateOptions:
     overwrite: bool = False  # replace an output folder that holds files latte did not write
     image: str | Path | None = None  # image-to-video: the first frame of every video
     extend: str | Path | None = None  # video extension: the clip to continue by --frames new frames
-    long_video: str = "windows"  # beyond the training length: windows, slow (dilated windows too) or plain
+    long_video: str = "windows"  # beyond the training length: windows (FreeNoise) or plain (all frames at once)
 
     max_frames: int | None = None  # None: the pipeline's limit (latte.pipelines.limits.GenerationLimits)
     max_size: int | None = None
@@ -96,9 +92,9 @@ def register(subparsers) -> None:
     p.add_argument("--extend", default=None, metavar="VIDEO",
                    help="continue this clip by --frames new frames, conditioned on its last frames; the output "
                    "is the clip followed by the new frames")
-    p.add_argument("--long-video", choices=tuple(LONG_VIDEO), default="windows",
-                   help="beyond the model's frame count: windows (FreeNoise, default), slow (also windows of "
-                   "frames 2+ apart: slower motion that stays in the frame longer) or plain (all frames at once)")
+    p.add_argument("--long-video", choices=("windows", "plain"), default="windows",
+                   help="beyond the model's frame count: windows (FreeNoise, default) or plain (all frames attend "
+                   "to each other at once)")
     p.add_argument("--negative-prompt", default="", help='text to steer away from (default "")')
     p.add_argument("--scheduler", default=None,
                    help="diffusers scheduler class, e.g. DDIMScheduler (default: the model's); without --steps it "
@@ -274,8 +270,7 @@ def single_command(options: GenerateOptions, prompt: str, seed: int, output: str
              "--dtype": None if options.dtype == "auto" else options.dtype, "--device": options.device,
              "--quantize": options.quantize,
              "--fps": options.fps, "--teacache": options.teacache or None, "--image": options.image,
-             "--extend": options.extend,
-             "--long-video": None if options.long_video == "windows" else options.long_video}
+             "--extend": options.extend, "--long-video": None if options.long_video == "windows" else "plain"}
     for flag, value in flags.items():
         if value is not None:
             argv += [flag, str(value)]
@@ -366,7 +361,7 @@ def generate(options: GenerateOptions) -> list[tuple[Path, str]]:
                 [prompt for prompt, _, _ in batch], negative_prompt=options.negative_prompt,
                 num_inference_steps=chosen["steps"], guidance_scale=chosen["guidance"], video_length=chosen["frames"],
                 height=chosen["height"], width=chosen["width"], output_type="np", image=options.image,
-                video=options.extend, long_video=LONG_VIDEO[options.long_video],
+                video=options.extend, long_video=options.long_video == "windows",
                 generator=[torch.Generator(device).manual_seed(seed) for _, seed, _ in batch],  # one per video
             ).frames
 

@@ -344,10 +344,9 @@ class LatteT2VTransformer(ModelFolderMixin, nn.Module):
             device=device,
         )
 
-    def temporal_table(self, num_frames: int, device: torch.device, spacing: float = 1.0) -> torch.Tensor:
-        """(F, D) frame positions 0, spacing, 2 spacing, ... (fractional ones: slow long videos)."""
-        positions = torch.arange(num_frames, device=device, dtype=torch.float32) * spacing
-        return sincos_1d(self.config.width, positions)
+    def temporal_table(self, num_frames: int, device: torch.device) -> torch.Tensor:
+        """(F, D) frame positions 0..F-1."""
+        return sincos_1d(self.config.width, torch.arange(num_frames, device=device, dtype=torch.float32))
 
     # ----------------------------------------------------------------- forward
     def check_latents(self, shape: tuple[int, ...]) -> None:

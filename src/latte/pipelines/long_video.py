@@ -52,25 +52,18 @@ HOLD_FRACTION = 0.25
 
 @dataclass(frozen=True)
 class TemporalWindows:
-    """Temporal attention over overlapping windows of `length` frames, `stride` frames apart. With `slowdown`
-    s > 1 ("slow" long videos) a window's frames take the positions 0, 1/s, 2/s, ... instead of 0, 1, 2, ...
-    (the frame table is a sine-cosine of the position, so fractional positions are defined): a window then
-    looks like 1/s of a training clip sampled s times as densely, and the motion the model makes per unit of
-    position is spread over s times as many frames."""
+    """Temporal attention over overlapping windows of `length` frames, `stride` frames apart."""
 
     length: int
     stride: int
-    slowdown: int = 1
 
     @classmethod
-    def for_frames(cls, trained_frames: int, frames: int, slow: bool = False) -> "TemporalWindows | None":
+    def for_frames(cls, trained_frames: int, frames: int) -> "TemporalWindows | None":
         """The windows for a video of `frames` frames, or None when it fits the training length (then the
-        plain forward runs, so short videos are unchanged). `slow`: a slowdown that spreads the motion of two
-        training lengths over the whole video (2 for up to 4 training lengths, 4 for 8, ...)."""
+        plain forward runs, so short videos are unchanged)."""
         if frames <= trained_frames:
             return None
-        slowdown = max(2, round(frames / (2 * trained_frames))) if slow else 1
-        return cls(trained_frames, max(1, trained_frames // STRIDE_DIVISOR), slowdown)
+        return cls(trained_frames, max(1, trained_frames // STRIDE_DIVISOR))
 
     def spans(self, frames: int) -> list[tuple[int, int]]:
         """(start, end) of each window; the last one ends at the last frame. One span if the video fits."""
@@ -101,7 +94,7 @@ class TemporalWindows:
         spans = self.spans(frames)
         weights = self.fusion_weights(frames, x.device, x.dtype)
         length = spans[0][1] - spans[0][0]
-        table = model.temporal_table(length, x.device, 1 / self.slowdown).to(x.dtype)[:, None]  # (W, 1, D)
+        table = model.temporal_table(length, x.device).to(x.dtype)[:, None]  # (W, 1, D): positions 0..W-1
         for i, (spatial, temporal_block) in enumerate(
             zip(model.transformer_blocks, model.temporal_transformer_blocks, strict=True)
         ):

@@ -630,7 +630,7 @@ class LattePipeline:
         image=None,
         video=None,
         context_frames: int | None = None,
-        long_video: bool | str = True,
+        long_video: bool = True,
     ) -> LattePipelineOutput | tuple:
         """Generate videos from text.
 
@@ -679,9 +679,7 @@ class LattePipeline:
             context_frames: see `video`.
             long_video: for more frames than the transformer's training length, FreeNoise sampling (windowed
                 temporal attention and rescheduled starting noise, see `latte.pipelines.long_video`; default);
-                "slow" adds dilated windows that spread a training length's motion over two or more (the
-                object moves slower and stays in the frame); False attends over all frames at once. No effect
-                on shorter videos.
+                False attends over all frames at once. No effect on shorter videos.
 
         Defaults: an argument left at None takes the model folder's value (`pipe.generate_defaults`), else
         diffusers' (see `generation_settings`). Before any work the call checks the arguments, the scheduler's
@@ -727,10 +725,7 @@ class LattePipeline:
         condition = read_condition(image, video, height, width, context_frames, transformer.config.video_length)
         # an extension also denoises its context frames, placed first
         video_length += condition.added_frames if condition is not None else 0
-        if long_video not in (True, False, "slow"):
-            raise ValueError(f"long_video must be True, False or 'slow', got {long_video!r}")
-        windows = TemporalWindows.for_frames(transformer.config.video_length, video_length,
-                                             slow=long_video == "slow") if long_video else None
+        windows = TemporalWindows.for_frames(transformer.config.video_length, video_length) if long_video else None
         for name, tensor in (("latents", latents), ("prompt_embeds", prompt_embeds),
                              ("negative_prompt_embeds", negative_prompt_embeds)):
             if isinstance(tensor, torch.Tensor) and not bool(torch.isfinite(tensor).all()):
