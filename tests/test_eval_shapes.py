@@ -67,8 +67,11 @@ def test_the_shipped_detector_reads_the_domain():
     blur, noise, flicker at random) well: what makes its features worth comparing."""
     detector = torch.jit.load(str(SHIPPED_DETECTOR))
     accuracy = head_accuracy(detector, num_clips=96)
-    assert min(accuracy["color"], accuracy["shape"], accuracy["motion"]) >= 0.9, accuracy
-    assert min(accuracy["background"], accuracy["size"]) >= 0.9, accuracy
+    assert min(accuracy["color"], accuracy["shape"], accuracy["motion"], accuracy["background"]) >= 0.9, accuracy
+    assert accuracy["size"] >= 0.85, accuracy  # a small shape that grows ends large: the hardest head
+    # Quality: strengths in [0, 1], half of them 0; always guessing the mean would be off by about 0.28.
+    assert max(accuracy["blur_mae"], accuracy["noise_mae"], accuracy["flicker_mae"]) < 0.1, accuracy
+    assert max(accuracy["start_x_mae"], accuracy["start_y_mae"]) < 0.06, accuracy
     uint8 = (torch.rand(2, 3, 16, 64, 64) * 255).to(torch.uint8)
     assert detector(uint8, rescale=True, resize=True, return_features=True).shape == (2, 64)
     # Another size is resized to the 16 x 64 x 64 it reads.
