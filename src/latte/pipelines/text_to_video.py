@@ -19,6 +19,7 @@ import contextlib
 import inspect
 import logging
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -922,7 +923,7 @@ class LattePipeline:
 def unrepresented_words(tokenizer, prompts: list[str]) -> list[str]:
     """Words of `prompts` (as the model sees them) that the tokenizer has no pieces for: split into unknown
     pieces, or into single characters (a word the vocabulary never saw, e.g. "cat" for a shapes-only model)."""
-    words = dict.fromkeys(word for prompt in prompts for word in preprocess_prompt(prompt).split())
+    words = dict.fromkeys(word for prompt in prompts for word in re.findall(r"[\w'-]+", preprocess_prompt(prompt)))
     found = []
     for word in words:
         pieces = tokenizer.tokenize(word)
