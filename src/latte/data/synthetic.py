@@ -369,7 +369,9 @@ class SyntheticShapes(Dataset):
     def __len__(self) -> int:
         return self.num_samples
 
-    def __getitem__(self, index: int) -> dict:
+    def _draw(self, index: int) -> tuple[tuple[str, str, str, str, str], str]:
+        """Item `index`'s (colour, shape, motion, background, shape size) and caption: every random draw of
+        the item (rendering draws nothing), so a caption costs no rendering."""
         if not 0 <= index < self.num_samples:
             raise IndexError(f"index {index} out of range for {self.num_samples} samples")
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
@@ -378,14 +380,22 @@ class SyntheticShapes(Dataset):
         color, shape, motion = combos[pick(len(combos))]
         background = list(BACKGROUNDS)[pick(len(BACKGROUNDS))]
         shape_size = SIZES[pick(len(SIZES))]
-        # The path is always centred: a full caption then names one clip, so the text, not a guess at a
-        # random position, decides the video. A small model trained on random positions averaged them into
-        # blobs and learnt to ignore the caption, whose colour and shape barely lowered its loss.
-        video = render_clip(color, shape, motion, background, self.num_frames, self.size, shape_size)
         named_size = None if motion in _SCALING else shape_size
         # The same clip in either vocabulary: only the caption's draws (after the clip's) differ.
         if self.captions == "rich":
             text = rich_caption(color, shape, motion, named_size, background, pick)
         else:
             text = caption(color, shape, motion, named_size, background, pick(len(_TEMPLATES)), pick(4))
+        return (color, shape, motion, background, shape_size), text
+
+    def caption_of(self, index: int) -> str:
+        """Item `index`'s caption, without rendering its clip."""
+        return self._draw(index)[1]
+
+    def __getitem__(self, index: int) -> dict:
+        (color, shape, motion, background, shape_size), text = self._draw(index)
+        # The path is always centred: a full caption then names one clip, so the text, not a guess at a
+        # random position, decides the video. A small model trained on random positions averaged them into
+        # blobs and learnt to ignore the caption, whose colour and shape barely lowered its loss.
+        video = render_clip(color, shape, motion, background, self.num_frames, self.size, shape_size)
         return {"video": video, "caption": text, "label": label_of(color, shape, motion)}

@@ -178,12 +178,12 @@ class SyntheticSource(VideoSource):
         return self.num_frames
 
     def read(self, clip: "Clip") -> np.ndarray:
-        video = self.data[self.items.index(clip.path)]["video"]  # (3, T, H, W) in [-1, 1]
+        video = self.data[int(clip.path.name)]["video"]  # (3, T, H, W) in [-1, 1]; items are named by index
         frames = ((video + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
         return frames.permute(1, 2, 3, 0)[clip.indices()].numpy()
 
     def captions(self) -> list[str]:
-        return [self.data[i]["caption"] for i in range(len(self.items))]
+        return [self.data.caption_of(i) for i in range(len(self.items))]
 
 
 def domain_prompts(real: str | os.PathLike, protocol: Protocol, seed: int) -> list[str]:

@@ -15,7 +15,6 @@ The file is TorchScript and is called like StyleGAN-V's I3D: `detector(videos, r
 return_features=True)` on (B, 3, T, H, W) videos in the uint8 range, so the FVD code needs no special case.
 """
 
-import logging
 import math
 from pathlib import Path
 
@@ -24,8 +23,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from latte.data.synthetic import BACKGROUNDS, COLORS, MOTIONS, SHAPES, SIZES, combinations, render_clip
-
-logger = logging.getLogger(__name__)
 
 SHIPPED_DETECTOR = Path(__file__).resolve().parents[1] / "assets" / "shapes-detector.pt"
 NUM_FRAMES, SIZE = 16, 64  # the clips the detector reads; other sizes are resized to this
@@ -113,7 +110,8 @@ def domain_clip(g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.T
     """One clean random clip of the domain (any combination, background, size and start point) with its class
     targets (len(HEADS),) and start point (2,) in [0, 1]."""
     pick = lambda n: int(torch.randint(n, (1,), generator=g))  # noqa: E731
-    color, shape, motion = combinations("all")[pick(len(combinations("all")))]
+    combos = combinations("all")
+    color, shape, motion = combos[pick(len(combos))]
     background, size = pick(len(BACKGROUNDS)), pick(len(SIZES))
     start = torch.rand(2, generator=g)
     video = render_clip(color, shape, motion, list(BACKGROUNDS)[background], NUM_FRAMES, SIZE, SIZES[size],
