@@ -58,9 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     if not args.verbose:
         warnings.showwarning = _show_warning
-        from latte.models.io import import_torchao_quietly
-
-        import_torchao_quietly()  # else diffusers, when some command imports it, warns about torchao's classes
         import diffusers.utils.logging  # its bars (e.g. "Writing model shards") follow no environment variable
 
         diffusers.utils.logging.disable_progress_bar()
