@@ -5,14 +5,20 @@ Ours gets the prompt's text context precomputed (`prepare_text`), as our pipelin
 the one-off cost of that is printed separately. Peak memory is measured in fresh child processes (one per
 model) so no heap survives from the other model.
 
-    python benchmarks/bench_transformer.py --config narrow
+    python benchmarks/bench_transformer.py --config narrow --compile
     python benchmarks/bench_transformer.py --config latte1 --repeats 2 --bf16
+
+`--compile` adds ours through `torch.compile` (inductor, CPU; what `latte generate --compile` runs), which
+fuses the elementwise work between the GEMMs; its compile time is printed apart. Every run also prints the
+exact-fp32 bound: the step at the machine's own large-GEMM rate, and the speed-up over diffusers that it would
+give, which no exact fp32 implementation can pass.
 """
 
 import argparse
 import json
 import logging
 import sys
+import time
 from dataclasses import asdict
 
 import torch
@@ -72,6 +78,15 @@ def step_fns(ref, ours, x, t, text):
     }
 
 
+def add_compiled(fns: dict, ours, x, t, context) -> float:
+    """Add ours compiled to the timed calls; returns the compile time (the first call)."""
+    compiled = torch.compile(ours)
+    fns["compiled"] = lambda: compiled(x, t, context).sample
+    start = time.perf_counter()
+    fns["compiled"]()
+    return time.perf_counter() - start
+
+
 def child_memory(name: str, which: str) -> None:
     """Child process: build one model only, run one step, print its peak memory as JSON."""
     torch.set_num_threads(2)
@@ -103,6 +118,9 @@ def compare(name: str, args, rates: dict) -> None:
         fns = step_fns(ref, ours, x, t, text)
         expected = fns["diffusers"]()
         diff, scale = (fns["ours"]() - expected).abs().max().item(), expected.abs().max().item()
+        if args.compile:
+            compile_time = add_compiled(fns, ours, x, t, context=ours.prepare_text(text))
+            compiled_diff = (fns["compiled"]() - expected).abs().max().item()
         if args.bf16:
             ours_bf16 = LatteT2VTransformer.from_state_dict(
                 {k: v.to(torch.bfloat16) for k, v in ours.state_dict().items()}, ours.config
@@ -126,6 +144,17 @@ def compare(name: str, args, rates: dict) -> None:
     print(f"ours, once per generation (prepare_text): {text_time:.3f} s")
     print(f"speed-up ours vs diffusers: {med['diffusers'] / med['ours']:.2f}x")
     print(f"max |ours - diffusers| = {diff:.2e} (output max |x| {scale:.2f}, relative {diff / scale:.1e})")
+    if args.compile:
+        print(
+            f"compiled (inductor): compile + first step {compile_time:.1f} s; speed-up vs diffusers "
+            f"{med['diffusers'] / med['compiled']:.2f}x, vs ours eager {med['ours'] / med['compiled']:.2f}x; "
+            f"max |compiled - diffusers| = {compiled_diff:.2e}"
+        )
+    bound = flops / (max(rates["fp32"]) * 1e9)
+    print(
+        f"exact-fp32 bound: all {flops / 1e9:.0f} GFLOP at the machine's best GEMM rate take {bound:.2f} s, "
+        f"at most {med['diffusers'] / bound:.2f}x diffusers"
+    )
     if args.bf16:
         print(
             f"bf16 speed-up over our fp32: {med['ours'] / med['ours-bf16']:.2f}x; "
@@ -159,6 +188,7 @@ def main() -> int:
         help="glibc malloc settings for the whole process (both models alike)",
     )
     parser.add_argument("--bf16", action="store_true", help="also time our model in bfloat16")
+    parser.add_argument("--compile", action="store_true", help="also time our model through torch.compile")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     parser.add_argument("--child-memory", nargs=2, metavar=("CONFIG", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -11,7 +11,7 @@ from PIL import Image
 from latte import LattePipeline
 from latte.cli.main import main
 from latte.models.vae import encode_video
-from latte.pipelines.long_video import KnownLatents, TemporalWindows, fit_frames, read_condition
+from latte.pipelines.long_video import KnownLatents, TemporalWindows, WindowedTransformer, fit_frames, read_condition
 from tiny_components import build_tiny_components, tiny_scheduler, tiny_transformer
 
 STEPS = 2
@@ -58,7 +58,7 @@ def test_one_window_covering_everything_equals_the_plain_forward():
     context = model.prepare_text(torch.randn(2, 5, 32))
     timestep = torch.tensor([500, 20])
     plain = model.denoise(latents, timestep, context)
-    windowed = TemporalWindows(length=6, stride=4).denoise(model, latents, timestep, context)
+    windowed = WindowedTransformer(model, TemporalWindows(length=6, stride=4)).denoise(latents, timestep, context)
     assert torch.equal(windowed, plain)
 
 

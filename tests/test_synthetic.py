@@ -153,7 +153,12 @@ def test_rich_captions_describe_the_same_clips():
         assert any(ing in b["caption"] or s in b["caption"] for ing, s in motion_phrases(motion))
         assert b["caption"] == SyntheticShapes(30, seed=2, captions="rich")[i]["caption"]
     assert len({rich[i]["caption"] for i in range(30)}) == 30  # varied phrasing
-    with pytest.raises(ValueError, match="unknown captions 'fancy'; allowed: basic, rich"):
+    mixed = SyntheticShapes(8, seed=2, split="shrink+train", captions="basic+rich")
+    # both parts of the split in both vocabularies: items 0, 1 basic (shrink, train), 2, 3 rich, ...
+    for i in range(8):
+        style = ("basic", "rich")[(i // 2) % 2]
+        assert mixed.caption_of(i) == SyntheticShapes(8, seed=2, split="shrink+train", captions=style).caption_of(i)
+    with pytest.raises(ValueError, match="unknown captions 'fancy'; allowed: basic, rich, basic\\+rich"):
         SyntheticShapes(4, captions="fancy")
     with pytest.raises(ValueError, match="'pink'; allowed: black, gray, white"):
         rich_caption("red", "circle", "left", "small", "pink", pick=lambda n: 0)

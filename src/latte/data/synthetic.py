@@ -14,11 +14,12 @@ the shipped model never saw. Its own splits ("shrink", and "shrink+train" that m
 the training split as replay) are what a LoRA learns a new concept from; "train", "heldout" and "all", their
 labels, captions and clips are exactly what they were before it existed.
 
-Captions come in two vocabularies (CAPTION_STYLES): "basic", the few phrasings the shipped model was trained
-on ("a red circle moving left"), and "rich", the words people use for the same things (a ball or disc for a
-circle, a box for a square; rising, climbing, dropping, sliding, heading "to the left side", swelling, ...) in
-many sentence shapes. A third set, the paraphrases (`paraphrase_prompts`), is held apart: sentence shapes no
-training caption uses, in words the rich captions teach, for measuring robustness to phrasing.
+Captions come in two vocabularies (CAPTION_STYLES; "basic+rich" takes them in turn): "basic", the few
+phrasings the shipped model was trained on ("a red circle moving left"), and "rich", the words people use for
+the same things (a ball or disc for a circle, a box for a square; rising, climbing, dropping, sliding, heading
+"to the left side", swelling, ...) in many sentence shapes. A third set, the paraphrases
+(`paraphrase_prompts`), is held apart: sentence shapes no training caption uses, in words the rich captions
+teach, for measuring robustness to phrasing.
 """
 
 import itertools
@@ -85,7 +86,7 @@ _TEMPLATES = (
 )
 
 
-CAPTION_STYLES = ("basic", "rich")
+CAPTION_STYLES = ("basic", "rich", "basic+rich")
 
 # The rich vocabulary: every word a user might type for an attribute must occur in training captions, since
 # the frozen random text encoder means nothing by itself; the transformer learns what its features stand for.
@@ -252,7 +253,7 @@ def all_captions(captions: str = "rich") -> list[str]:
     """The tokenizer's training corpus. "basic": every caption of the basic vocabulary (the shipped model's
     tokenizer). "rich": those plus rich captions that use every template with every shape word, motion
     phrase, size word and background word (all rich captions would be millions), so every word of the rich
-    vocabulary, hence of the paraphrases, occurs."""
+    vocabulary, hence of the paraphrases, occurs. "basic+rich": as "rich"."""
     if captions not in CAPTION_STYLES:
         raise ValueError(f"unknown captions {captions!r}; allowed: {', '.join(CAPTION_STYLES)}")
     texts = {
@@ -260,7 +261,7 @@ def all_captions(captions: str = "rich") -> list[str]:
         for c, s, m in combinations("all") for size in (*SIZES, None) for bg in BACKGROUNDS
         for t in range(len(_TEMPLATES)) for p in range(len(_MOTION_PHRASES[m]))
     }
-    if captions == "rich":
+    if "rich" in captions.split("+"):
         texts.update(_rich_corpus())
     return sorted(texts)
 
@@ -347,7 +348,8 @@ def render_clip(color: str, shape: str, motion: str, background: str = "black", 
 
 class SyntheticShapes(Dataset):
     """`num_samples` captioned clips of one split; item i depends only on (seed, i). `captions` names the
-    vocabulary ("basic": the shipped model's recipe; "rich"); the clips are the same in both. A mixed split
+    vocabulary ("basic": the shipped model's recipe; "rich"; "basic+rich": the two in turn); the clips are the
+    same in all. A mixed split
     ("shrink+train") takes its parts in turn: item i draws its combination from part i mod #parts, so a new
     concept and the replay of seen ones each make half of the clips.
 
@@ -381,8 +383,11 @@ class SyntheticShapes(Dataset):
         background = list(BACKGROUNDS)[pick(len(BACKGROUNDS))]
         shape_size = SIZES[pick(len(SIZES))]
         named_size = None if motion in _SCALING else shape_size
-        # The same clip in either vocabulary: only the caption's draws (after the clip's) differ.
-        if self.captions == "rich":
+        # The same clip in either vocabulary: only the caption's draws (after the clip's) differ. "basic+rich"
+        # alternates the two within each part of the split, so every part gets both.
+        styles = self.captions.split("+")
+        style = styles[(index // len(self.parts)) % len(styles)]
+        if style == "rich":
             text = rich_caption(color, shape, motion, named_size, background, pick)
         else:
             text = caption(color, shape, motion, named_size, background, pick(len(_TEMPLATES)), pick(4))

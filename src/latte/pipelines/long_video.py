@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from latte.acceleration.wrappers import TransformerWrapper
+from latte.models.latte_t2v import LatteT2VTransformer
 from latte.models.vae import encode_video
 
 logger = logging.getLogger(__name__)
@@ -115,13 +117,6 @@ class TemporalWindows:
             x = fused.reshape(b, frames * n, d)
         return x
 
-    def denoise(self, model, hidden_states: torch.Tensor, timestep, context, enable_temporal_attentions: bool = True,
-                sample_channels: int | None = None) -> torch.Tensor:
-        """`model.denoise` with windowed temporal blocks: latents (B, C, F, h, w) -> model output."""
-        x, emb, t6 = model.embed(hidden_states, timestep)
-        x = self.run_blocks(model, x, t6, context, hidden_states.shape[2], enable_temporal_attentions)
-        return model.unembed(x, emb, hidden_states.shape, sample_channels)
-
     def reschedule_noise(self, latents: torch.Tensor, generator) -> torch.Tensor:
         """FreeNoise's noise rescheduling of starting noise (B, C, F, h, w): frames [s, s + stride) for
         s = W, W + stride, ... take the noise of frames [s - W, s - W + stride) in a random order (one order
@@ -136,6 +131,17 @@ class TemporalWindows:
                 order = torch.randperm(count, generator=g, device=g.device if g is not None else "cpu")
                 latents[video, :, start:start + count] = latents[video, :, source + order.to(latents.device)]
         return latents
+
+
+class WindowedTransformer(TransformerWrapper):
+    """The transformer with its temporal blocks run over `windows`; called like the transformer itself."""
+
+    def __init__(self, transformer: LatteT2VTransformer, windows: TemporalWindows):
+        super().__init__(transformer)
+        self.windows = windows
+
+    def run_blocks(self, x: torch.Tensor, t6: torch.Tensor, context, frames: int, *options) -> torch.Tensor:
+        return self.windows.run_blocks(self.transformer, x, t6, context, frames, *options)
 
 
 def _chunks(frames: int, size: int) -> list[tuple[int, int]]:

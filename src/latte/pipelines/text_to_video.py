@@ -51,7 +51,7 @@ from latte.pipelines.limits import (
     check_work_size,
     estimate_memory,
 )
-from latte.pipelines.long_video import KnownLatents, TemporalWindows, read_condition
+from latte.pipelines.long_video import KnownLatents, TemporalWindows, WindowedTransformer, read_condition
 from latte.pipelines.offload import SequentialOffload
 from latte.pipelines.schedulers import keep_latte_settings, load_scheduler, scheduler_names, uses_learned_variance
 
@@ -797,6 +797,7 @@ class LattePipeline:
                 return transformer.prepare_text(text, mask)
 
         sample_channels = None if uses_learned_variance(self.scheduler) else channels
+        model = self.transformer if windows is None else WindowedTransformer(transformer, windows)
         self._activate("transformer")
         context = text_context()
         with self.progress_bar(total=len(timesteps)) as bar:
@@ -809,18 +810,14 @@ class LattePipeline:
                 model_input = self.scheduler.scale_model_input(model_input, t)
                 timestep = t.reshape(1).to(device).expand(model_input.shape[0])
 
-                if windows is None:
-                    noise_pred = self.transformer(
-                        model_input,
-                        timestep,
-                        context,
-                        enable_temporal_attentions=enable_temporal_attentions,
-                        return_dict=False,
-                        sample_channels=sample_channels,
-                    )[0]  # (B or 2B, C or 2C, F, h, w)
-                else:
-                    noise_pred = windows.denoise(transformer, model_input, timestep, context,
-                                                 enable_temporal_attentions, sample_channels)
+                noise_pred = model(
+                    model_input,
+                    timestep,
+                    context,
+                    enable_temporal_attentions=enable_temporal_attentions,
+                    return_dict=False,
+                    sample_channels=sample_channels,
+                )[0]  # (B or 2B, C or 2C, F, h, w)
                 if do_cfg:
                     uncond, cond = noise_pred.chunk(2)
                     noise_pred = uncond + guidance_scale * (cond - uncond)
