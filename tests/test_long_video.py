@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from latte import LattePipeline
+from latte.acceleration import TeaCache
 from latte.cli.main import main
 from latte.models.vae import encode_video
 from latte.pipelines.long_video import KnownLatents, TemporalWindows, WindowedTransformer, fit_frames, read_condition
@@ -65,6 +66,21 @@ def test_one_window_covering_everything_equals_the_plain_forward():
 def test_short_videos_are_unchanged(pipe):
     """Up to the training length, long_video (the default) is exactly the plain path."""
     assert torch.equal(run(pipe, video_length=16), run(pipe, video_length=16, long_video=False))
+
+
+def test_long_video_runs_without_a_wrapper_and_says_so(pipe, caplog):
+    """A TeaCache installed on the pipeline is not applied to windowed long videos: the video is the plain
+    transformer's, and a warning names the wrapper."""
+    expected = run(pipe, video_length=20, height=16, width=16)
+    plain_transformer = pipe.transformer
+    pipe.transformer = TeaCache(plain_transformer, threshold=0.5)
+    try:
+        with caplog.at_level("WARNING"):
+            video = run(pipe, video_length=20, height=16, width=16)
+    finally:
+        pipe.transformer = plain_transformer
+    assert torch.equal(video, expected)
+    assert "TeaCache is not applied to long videos" in caplog.text
 
 
 def test_long_video_attends_in_training_length_windows(pipe):
