@@ -2,6 +2,7 @@
 `train.lora` (frozen base, adapter-only EMA, exact resume), `latte export --lora` and `latte generate --lora`."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -272,6 +273,26 @@ def _ranks_worker(rank, world, port, configs, report):
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def test_fused_export_keeps_the_pretrained_folders_generation_defaults(setup, tmp_path):
+    """A model fine-tuned from a pipeline folder samples with that folder's defaults (steps, guidance), not the
+    pipeline's built-in 50 steps and guidance 7.5."""
+    root, components, pretrained = setup
+    folder = tmp_path / "pretrained-pipeline"
+    shutil.copytree(pretrained, folder / "transformer")
+    defaults = {"steps": 7, "guidance": 3.0}
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "LattePipeline",
+                                                          "_generate_defaults": defaults}))
+    cfg = _lora_config(root, components, folder, tmp_path / "run", steps=1)
+    train(cfg)
+    fused = export_run(cfg.run_dir, tmp_path / "fused")
+    assert json.loads((fused / "model_index.json").read_text())["_generate_defaults"] == defaults
+    # from a bare transformer folder (no model_index.json) the export has none
+    cfg = _lora_config(root, components, pretrained, tmp_path / "run-bare", steps=1)
+    train(cfg)
+    bare = export_run(cfg.run_dir, tmp_path / "bare")
+    assert "_generate_defaults" not in json.loads((bare / "model_index.json").read_text())
 
 
 def test_lora_under_ddp_and_fsdp(setup, tmp_path):

@@ -17,6 +17,7 @@ import torch
 
 from latte.models.io import load_torch_checkpoint, read_json, write_json
 from latte.outputs import check_folder_target, write_folder
+from latte.pipelines.defaults import FOLDER_DEFAULTS_KEY
 from latte.training.checkpoint import CHECKPOINT_DIR, load_latest
 from latte.training.config import config_from_dict
 from latte.training.model import build_model
@@ -101,8 +102,14 @@ def export_run(
             f"the run's components folder {cfg.components} is missing: it holds the frozen "
             "VAE (and text encoder) the model folder needs"
         )
-    write = _write_text_to_video if cfg.model.type == "t2v" else _write_class
-    write_folder(output, lambda folder: write(model, components, folder, cfg.train.prediction_type), overwrite)
+    if cfg.model.type == "t2v":
+        defaults = _generation_defaults(cfg.model.pretrained)
+        write = lambda folder: _write_text_to_video(  # noqa: E731
+            model, components, folder, cfg.train.prediction_type, defaults
+        )
+    else:
+        write = lambda folder: _write_class(model, components, folder, cfg.train.prediction_type)  # noqa: E731
+    write_folder(output, write, overwrite)
     logger.info(
         "exported the %s weights of %s (step %d) to %s",
         "EMA" if use_ema else "raw",
@@ -138,7 +145,16 @@ def scheduler_config(components: Path, prediction_type: str) -> dict:
     return {**(read_json(path) if path.is_file() else LATTE1_SCHEDULER), "prediction_type": prediction_type}
 
 
-def _write_text_to_video(model, components: Path, folder: Path, prediction_type: str) -> None:
+def _generation_defaults(pretrained: str | None) -> dict | None:
+    """A fine-tuned model samples like the model it started from: the pretrained folder's generation defaults
+    (steps, guidance, ...), if it has any. A model trained from scratch gets none (the pipeline's own)."""
+    index = Path(pretrained) / "model_index.json" if pretrained else None
+    if index is None or not index.is_file():
+        return None
+    return read_json(index).get(FOLDER_DEFAULTS_KEY)
+
+
+def _write_text_to_video(model, components: Path, folder: Path, prediction_type: str, defaults: dict | None) -> None:
     model.save_pretrained(folder / "transformer")
     for name in COMPONENTS:
         if name == "scheduler":
@@ -157,6 +173,8 @@ def _write_text_to_video(model, components: Path, folder: Path, prediction_type:
         "diffusers",
         read_json(folder / "scheduler" / "scheduler_config.json")["_class_name"],
     ]
+    if defaults is not None:
+        index[FOLDER_DEFAULTS_KEY] = defaults
     write_json(folder / "model_index.json", index)
 
 
