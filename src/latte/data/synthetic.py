@@ -349,9 +349,8 @@ def render_clip(color: str, shape: str, motion: str, background: str = "black", 
 class SyntheticShapes(Dataset):
     """`num_samples` captioned clips of one split; item i depends only on (seed, i). `captions` names the
     vocabulary ("basic": the shipped model's recipe; "rich"; "basic+rich": the two in turn); the clips are the
-    same in all. A mixed split
-    ("shrink+train") takes its parts in turn: item i draws its combination from part i mod #parts, so a new
-    concept and the replay of seen ones each make half of the clips.
+    same in all. A mixed split ("shrink+train") takes its parts in turn: item i draws its combination from part
+    i mod #parts, so a new concept and the replay of seen ones each make half of the clips.
 
     Items are {"video": (3, F, H, W) float in [-1, 1], "caption": str, "label": int (see `label_of`)}.
     """
