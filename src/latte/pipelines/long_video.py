@@ -134,9 +134,15 @@ class TemporalWindows:
 
 
 class WindowedTransformer(TransformerWrapper):
-    """The transformer with its temporal blocks run over `windows`; called like the transformer itself."""
+    """The transformer with its temporal blocks run over `windows`; called like the transformer itself. Given
+    another wrapper (TeaCache, CFGParallel), it runs that wrapper's transformer without it, and warns: the
+    wrapper's own phases would not see the windows."""
 
-    def __init__(self, transformer: LatteT2VTransformer, windows: TemporalWindows):
+    def __init__(self, transformer: LatteT2VTransformer | TransformerWrapper, windows: TemporalWindows):
+        if isinstance(transformer, TransformerWrapper):
+            logger.warning("%s is not applied to long videos (temporal windows): this video runs without it",
+                           type(transformer).__name__)
+            transformer = transformer.transformer
         super().__init__(transformer)
         self.windows = windows
 

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from latte.acceleration.wrappers import TransformerWrapper
 from latte.devices import check_device
 from latte.models.io import import_torchao_quietly, read_json, write_json
 from latte.models.latte_t2v import DIFFUSERS_CLASS_NAME, LatteT2VTransformer
@@ -798,13 +797,7 @@ class LattePipeline:
                 return transformer.prepare_text(text, mask)
 
         sample_channels = None if uses_learned_variance(self.scheduler) else channels
-        model = self.transformer
-        if windows is not None:
-            if isinstance(transformer, TransformerWrapper):  # its own phases would not see the windows
-                logger.warning("%s is not applied to long videos (temporal windows): this video runs without it",
-                               type(transformer).__name__)
-                transformer = transformer.transformer
-            model = WindowedTransformer(transformer, windows)
+        model = self.transformer if windows is None else WindowedTransformer(transformer, windows)
         self._activate("transformer")
         context = text_context()
         with self.progress_bar(total=len(timesteps)) as bar:

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -103,13 +104,10 @@ def export_run(
             "VAE (and text encoder) the model folder needs"
         )
     if cfg.model.type == "t2v":
-        defaults = _generation_defaults(cfg.model.pretrained)
-        write = lambda folder: _write_text_to_video(  # noqa: E731
-            model, components, folder, cfg.train.prediction_type, defaults
-        )
+        write = partial(_write_text_to_video, defaults=_generation_defaults(cfg.model.pretrained))
     else:
-        write = lambda folder: _write_class(model, components, folder, cfg.train.prediction_type)  # noqa: E731
-    write_folder(output, write, overwrite)
+        write = _write_class
+    write_folder(output, lambda folder: write(model, components, folder, cfg.train.prediction_type), overwrite)
     logger.info(
         "exported the %s weights of %s (step %d) to %s",
         "EMA" if use_ema else "raw",
