@@ -4,7 +4,7 @@
 
 Every run is read with the adherence analyser (`latte.evaluation.adherence.read_clip`) per 16-frame window;
 results are appended to the JSON file after each run (so an interrupted measurement keeps what it finished)
-and printed as Markdown tables at the end.
+and printed, one JSON line per run.
 """
 
 import argparse
@@ -55,6 +55,11 @@ def mean_step(video: torch.Tensor) -> float:
     return float((video[1:] - video[:-1]).abs().mean())
 
 
+def max_step(video: torch.Tensor) -> float:
+    """The largest mean absolute pixel change between two consecutive frames (a jump or a flicker)."""
+    return float((video[1:] - video[:-1]).abs().mean((1, 2, 3)).max())
+
+
 def start_fraction(motion: str) -> tuple[float, float]:
     """Where a rendered path starts so that the shape has room to keep going (far side of its range)."""
     return {"right": (0.0, 0.5), "left": (1.0, 0.5), "down": (0.5, 0.0), "up": (0.5, 1.0)}.get(motion, (0.5, 0.5))
@@ -70,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", nargs="+", default=list(PROMPTS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lengths", type=int, nargs="+", default=[64, 32, 16])
+    parser.add_argument("--slow-motion", type=float, nargs="*", default=[4.0],
+                        help="slow-motion factors to measure beyond the training length (default 4)")
     args = parser.parse_args(argv)
 
     pipe = LattePipeline.from_pretrained(default_model_path())
@@ -93,13 +100,16 @@ def main(argv: list[str] | None = None) -> int:
         cases.append(PromptCase(prompt, words[1], words[2], words[-1], "seen"))
     for case in cases:
         # 1. Long videos: ours (FreeNoise windows) against plain whole-clip attention.
+        #    Slow motion ("slowS"): the same windows, S times longer, at interpolated positions.
         for frames in args.lengths:
-            for kind, long_video in (("windows", True), ("plain", False)):
-                if frames <= WINDOW and kind == "plain" or (kind, case.prompt, frames) in done:
-                    continue  # up to the training length both are the same computation
-                video, seconds = generate(case.prompt, video_length=frames, long_video=long_video)
+            samplers = [("windows", {}), ("plain", {"long_video": False}),
+                        *((f"slow{factor:g}", {"slow_motion": factor}) for factor in args.slow_motion)]
+            for kind, options in samplers:
+                if frames <= WINDOW and kind != "windows" or (kind, case.prompt, frames) in done:
+                    continue  # up to the training length windows and plain are the same computation
+                video, seconds = generate(case.prompt, video_length=frames, **options)
                 record({"kind": kind, "prompt": case.prompt, "frames": frames, "seconds": seconds,
-                        **windows(video, case)})
+                        **windows(video, case), "mean_step": mean_step(video), "max_step": max_step(video)})
         # 2. Image-to-video: the first frame of a rendered clip whose path has room ahead.
         clip = (render_clip(case.color, case.shape, case.motion, num_frames=WINDOW,
                             start=start_fraction(case.motion)) + 1) / 2  # (3, F, H, W) in [0, 1]

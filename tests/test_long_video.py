@@ -97,6 +97,49 @@ def test_long_video_attends_in_training_length_windows(pipe):
             block._forward_hooks.clear()
 
 
+def test_slow_motion_windows_stretch_over_the_trained_positions():
+    windows = TemporalWindows.for_frames(16, 40, slow_motion=4)
+    assert (windows.length, windows.stride, windows.spacing) == (64, 16, 15 / 63)  # 64 frames span 0..15
+    assert windows.spans(40) == [(0, 40)] and len(windows.spans(100)) == 4
+    assert TemporalWindows.for_frames(16, 8, slow_motion=2).length == 32  # short videos too
+    model = tiny_transformer(seed=1)
+    half, whole = model.temporal_table(6, "cpu", 0.5), model.temporal_table(3, "cpu")
+    torch.testing.assert_close(half[::2], whole, rtol=0, atol=1e-6)  # every other slow position is a real one
+    assert not torch.allclose(half[1], whole[1])
+
+
+def test_slow_motion_attends_over_longer_windows_at_interpolated_positions(pipe, monkeypatch):
+    lengths, spacings = temporal_lengths(pipe), []
+    table = pipe.transformer.temporal_table
+    monkeypatch.setattr(pipe.transformer, "temporal_table",
+                        lambda frames, device, spacing=1.0: spacings.append(spacing) or table(frames, device, spacing))
+    try:
+        video = run(pipe, video_length=40, height=16, width=16, slow_motion=2)
+        assert video.shape == (1, 40, 3, 16, 16) and bool(torch.isfinite(video).all())
+        assert set(lengths) == {32} and set(spacings) == {15 / 31}  # two training clips' frames per window
+        lengths.clear()
+        short = run(pipe, video_length=8, height=16, width=16, slow_motion=2)
+        assert set(lengths) == {8} and not torch.equal(short, run(pipe, video_length=8, height=16, width=16))
+    finally:
+        for block in pipe.transformer.temporal_transformer_blocks:
+            block._forward_hooks.clear()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"slow_motion": 0.5}, r"slow_motion must be a number >= 1 .* got 0.5"),
+        ({"slow_motion": True}, r"slow_motion must be a number >= 1 .* got True"),
+        ({"slow_motion": "2"}, r"slow_motion must be a number >= 1 .* got '2'"),
+        ({"slow_motion": float("nan")}, r"slow_motion must be a number >= 1 .* got nan"),
+        ({"slow_motion": 2, "long_video": False}, r"slow_motion .* needs long_video=True"),
+    ],
+)
+def test_bad_slow_motion_is_refused(pipe, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        run(pipe, video_length=5, **kwargs)
+
+
 def test_noise_rescheduling_repeats_earlier_noise_shuffled():
     noise = torch.randn(2, 4, 26, 2, 2)
     out = TemporalWindows(16, 4).reschedule_noise(noise, [torch.Generator().manual_seed(i) for i in range(2)])
@@ -185,6 +228,8 @@ def test_cli_checks_image_and_extend_before_loading(tmp_path, monkeypatch, capsy
         (["--image", str(tmp_path / "bad.png")], r"cannot read image .*bad.png"),
         (["--image", str(tmp_path / "none.png")], r"image not found: .*none.png"),
         (["--image", str(tmp_path / "ok.png"), "--extend", "x.mp4"], r"--image .* and --extend .* exclude"),
+        (["--slow-motion", "0"], r"slow_motion must be a number >= 1"),
+        (["--slow-motion", "2", "--long-video", "plain"], r"needs long_video=True \(--long-video windows\)"),
     ):
         assert main(["generate", "a cat", "-o", str(tmp_path / "v.mp4"), *args]) == 2
         err = capsys.readouterr().err

@@ -47,6 +47,7 @@ class GenerateOptions:
     image: str | Path | None = None  # image-to-video: the first frame of every video
     extend: str | Path | None = None  # video extension: the clip to continue by --frames new frames
     long_video: str = "windows"  # beyond the training length: windows (FreeNoise) or plain (all frames at once)
+    slow_motion: float = 1  # S > 1: the motion S times slower (longer temporal windows, interpolated positions)
 
     max_frames: int | None = None  # None: the pipeline's limit (latte.pipelines.limits.GenerationLimits)
     max_size: int | None = None
@@ -95,6 +96,9 @@ def register(subparsers) -> None:
     p.add_argument("--long-video", choices=("windows", "plain"), default="windows",
                    help="beyond the model's frame count: windows (FreeNoise, default) or plain (all frames attend "
                    "to each other at once)")
+    p.add_argument("--slow-motion", type=float, default=1, metavar="S",
+                   help="play the motion S times slower, so a long video keeps moving (e.g. --frames 64 "
+                   "--slow-motion 4: the motion of one 16-frame clip over 64 frames; default 1)")
     p.add_argument("--negative-prompt", default="", help='text to steer away from (default "")')
     p.add_argument("--scheduler", default=None,
                    help="diffusers scheduler class, e.g. DDIMScheduler (default: the model's); without --steps it "
@@ -207,8 +211,10 @@ def lora_spec(spec: str) -> tuple[Path, float]:
 
 
 def check_condition(options: GenerateOptions) -> None:
-    """--image / --extend: one of them at most, and a file that can be read."""
-    from latte.pipelines.long_video import read_frames, read_image
+    """--image / --extend: one of them at most, and a file that can be read; a valid --slow-motion."""
+    from latte.pipelines.long_video import check_slow_motion, read_frames, read_image
+
+    check_slow_motion(options.slow_motion, options.long_video == "windows")
 
     if options.image is not None and options.extend is not None:
         raise ValueError("--image (image-to-video) and --extend (video extension) exclude each other; give one")
@@ -270,7 +276,8 @@ def single_command(options: GenerateOptions, prompt: str, seed: int, output: str
              "--dtype": None if options.dtype == "auto" else options.dtype, "--device": options.device,
              "--quantize": options.quantize,
              "--fps": options.fps, "--teacache": options.teacache or None, "--image": options.image,
-             "--extend": options.extend, "--long-video": None if options.long_video == "windows" else "plain"}
+             "--extend": options.extend, "--long-video": None if options.long_video == "windows" else "plain",
+             "--slow-motion": options.slow_motion if options.slow_motion != 1 else None}
     for flag, value in flags.items():
         if value is not None:
             argv += [flag, str(value)]
@@ -361,7 +368,7 @@ def generate(options: GenerateOptions) -> list[tuple[Path, str]]:
                 [prompt for prompt, _, _ in batch], negative_prompt=options.negative_prompt,
                 num_inference_steps=chosen["steps"], guidance_scale=chosen["guidance"], video_length=chosen["frames"],
                 height=chosen["height"], width=chosen["width"], output_type="np", image=options.image,
-                video=options.extend, long_video=options.long_video == "windows",
+                video=options.extend, long_video=options.long_video == "windows", slow_motion=options.slow_motion,
                 generator=[torch.Generator(device).manual_seed(seed) for _, seed, _ in batch],  # one per video
             ).frames
 

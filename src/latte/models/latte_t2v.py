@@ -344,9 +344,11 @@ class LatteT2VTransformer(ModelFolderMixin, nn.Module):
             device=device,
         )
 
-    def temporal_table(self, num_frames: int, device: torch.device) -> torch.Tensor:
-        """(F, D) frame positions 0..F-1."""
-        return sincos_1d(self.config.width, torch.arange(num_frames, device=device, dtype=torch.float32))
+    def temporal_table(self, num_frames: int, device: torch.device, spacing: float = 1.0) -> torch.Tensor:
+        """(F, D) frame positions 0, spacing, ..., (F-1) * spacing (below 1: slow motion, see
+        `latte.pipelines.long_video`)."""
+        positions = torch.arange(num_frames, device=device, dtype=torch.float32)
+        return sincos_1d(self.config.width, positions if spacing == 1 else positions * spacing)
 
     # ----------------------------------------------------------------- forward
     def check_latents(self, shape: tuple[int, ...]) -> None:

@@ -12,6 +12,13 @@ of one window. The starting noise of frames W, W + W/4, ... repeats
 the noise of the frames one window earlier in a shuffled order ("noise rescheduling"), which keeps the windows
 telling one story instead of W-frame episodes of independent noise.
 
+Slow motion (factor S >= 1): the windows are S times longer (S * W frames) and their frame positions are
+spread over the trained range 0..W-1 (position interpolation, as used to stretch the context of language
+models), so a window's frames hold the motion of one training clip, S times slower. A model trained on clips
+that travel a fixed distance (the shipped shapes model: 24 of 64 pixels per clip) thus keeps moving over S
+clips' worth of frames instead of stopping when one clip's worth of travel fills the frame. Up to S * W frames
+there is one window: all frames attend to each other.
+
 Known frames (image-to-video, video extension): the first K frames' latents are known (VAE-encoded). Before
 every denoising step they are replaced by the known latents noised to the step's timestep with the
 scheduler's own `add_noise` (always with the same noise), so the other frames see, through temporal
@@ -24,6 +31,7 @@ Letters in shape comments: B videos, C latent channels, F frames, K known frames
 """
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,18 +62,23 @@ HOLD_FRACTION = 0.25
 
 @dataclass(frozen=True)
 class TemporalWindows:
-    """Temporal attention over overlapping windows of `length` frames, `stride` frames apart."""
+    """Temporal attention over overlapping windows of `length` frames, `stride` frames apart, whose frames sit
+    `spacing` positions apart (1 = the model's own speed)."""
 
     length: int
     stride: int
+    spacing: float = 1.0
 
     @classmethod
-    def for_frames(cls, trained_frames: int, frames: int) -> "TemporalWindows | None":
-        """The windows for a video of `frames` frames, or None when it fits the training length (then the
-        plain forward runs, so short videos are unchanged)."""
-        if frames <= trained_frames:
+    def for_frames(cls, trained_frames: int, frames: int, slow_motion: float = 1) -> "TemporalWindows | None":
+        """The windows for a video of `frames` frames, `slow_motion` times slower than the model's motion; None
+        when it fits the training length at the model's speed (then the plain forward runs, so short videos
+        are unchanged)."""
+        if frames <= trained_frames and slow_motion == 1:
             return None
-        return cls(trained_frames, max(1, trained_frames // STRIDE_DIVISOR))
+        length = round(trained_frames * slow_motion)
+        spacing = (trained_frames - 1) / (length - 1) if length > 1 else 1.0  # positions within 0..W-1
+        return cls(length, max(1, length // STRIDE_DIVISOR), spacing)
 
     def spans(self, frames: int) -> list[tuple[int, int]]:
         """(start, end) of each window; the last one ends at the last frame. One span if the video fits."""
@@ -96,7 +109,7 @@ class TemporalWindows:
         spans = self.spans(frames)
         weights = self.fusion_weights(frames, x.device, x.dtype)
         length = spans[0][1] - spans[0][0]
-        table = model.temporal_table(length, x.device).to(x.dtype)[:, None]  # (W, 1, D): positions 0..W-1
+        table = model.temporal_table(length, x.device, self.spacing).to(x.dtype)[:, None]  # (W, 1, D)
         for i, (spatial, temporal_block) in enumerate(
             zip(model.transformer_blocks, model.temporal_transformer_blocks, strict=True)
         ):
@@ -140,7 +153,8 @@ class WindowedTransformer(TransformerWrapper):
 
     def __init__(self, transformer: LatteT2VTransformer | TransformerWrapper, windows: TemporalWindows):
         if isinstance(transformer, TransformerWrapper):
-            logger.warning("%s is not applied to long videos (temporal windows): this video runs without it",
+            logger.warning("%s is not applied to long videos or slow motion (temporal windows): this video runs "
+                           "without it",
                            type(transformer).__name__)
             transformer = transformer.transformer
         super().__init__(transformer)
@@ -216,6 +230,13 @@ class KnownLatents:
 
     def clean(self, latents: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.known.to(latents.dtype), latents[:, :, self.known.shape[2]:]], dim=2)
+
+
+def check_slow_motion(slow_motion, long_video: bool) -> None:
+    if isinstance(slow_motion, bool) or not isinstance(slow_motion, (int, float)) or not 1 <= slow_motion < math.inf:
+        raise ValueError(f"slow_motion must be a number >= 1 (1 = the model's own speed), got {slow_motion!r}")
+    if slow_motion != 1 and not long_video:
+        raise ValueError("slow_motion stretches the temporal windows: it needs long_video=True (--long-video windows)")
 
 
 def read_condition(image, video, height: int, width: int, context_frames: int | None,

@@ -51,7 +51,13 @@ from latte.pipelines.limits import (
     check_work_size,
     estimate_memory,
 )
-from latte.pipelines.long_video import KnownLatents, TemporalWindows, WindowedTransformer, read_condition
+from latte.pipelines.long_video import (
+    KnownLatents,
+    TemporalWindows,
+    WindowedTransformer,
+    check_slow_motion,
+    read_condition,
+)
 from latte.pipelines.offload import SequentialOffload
 from latte.pipelines.schedulers import keep_latte_settings, load_scheduler, scheduler_names, uses_learned_variance
 
@@ -632,6 +638,7 @@ class LattePipeline:
         video=None,
         context_frames: int | None = None,
         long_video: bool = True,
+        slow_motion: float = 1,
     ) -> LattePipelineOutput | tuple:
         """Generate videos from text.
 
@@ -681,6 +688,10 @@ class LattePipeline:
             long_video: for more frames than the transformer's training length, FreeNoise sampling (windowed
                 temporal attention and rescheduled starting noise, see `latte.pipelines.long_video`; default);
                 False attends over all frames at once. No effect on shorter videos.
+            slow_motion: a number >= 1 (default 1, the model's own speed); S plays the motion S times slower
+                (temporal windows of S times the training length, their frame positions interpolated), so a
+                long video keeps moving where the model's motion would otherwise fill the frame; at
+                `video_length` = S x the training length the whole video is one training clip's motion.
 
         Defaults: an argument left at None takes the model folder's value (`pipe.generate_defaults`), else
         diffusers' (see `generation_settings`). Before any work the call checks the arguments, the scheduler's
@@ -726,7 +737,9 @@ class LattePipeline:
         condition = read_condition(image, video, height, width, context_frames, transformer.config.video_length)
         # an extension also denoises its context frames, placed first
         video_length += condition.added_frames if condition is not None else 0
-        windows = TemporalWindows.for_frames(transformer.config.video_length, video_length) if long_video else None
+        check_slow_motion(slow_motion, long_video)
+        windows = (TemporalWindows.for_frames(transformer.config.video_length, video_length, slow_motion)
+                   if long_video else None)
         for name, tensor in (("latents", latents), ("prompt_embeds", prompt_embeds),
                              ("negative_prompt_embeds", negative_prompt_embeds)):
             if isinstance(tensor, torch.Tensor) and not bool(torch.isfinite(tensor).all()):
