@@ -32,7 +32,8 @@ def presence(video: torch.Tensor) -> float:
 
 
 def windows(video: torch.Tensor, case) -> dict:
-    """Per 16-frame window: does colour / shape / motion read as the prompt says?"""
+    """Per 16-frame window: does colour / shape / motion read as the prompt says, and are colour and shape
+    kept (read the same as in the first window)?"""
     from latte.evaluation.adherence import read_clip
 
     reads = [read_clip(video[s:s + WINDOW]) for s in range(0, video.shape[0] - WINDOW + 1, WINDOW)]
@@ -40,8 +41,10 @@ def windows(video: torch.Tensor, case) -> dict:
         "present": presence(video),
         **{attr: sum(getattr(r, attr) == getattr(case, attr) for r in reads) / len(reads)
            for attr in ("color", "shape", "motion")},
+        **{f"{attr}_kept": sum(getattr(r, attr) == getattr(reads[0], attr) for r in reads) / len(reads)
+           for attr in ("color", "shape")},
         "consistency": sum(r.consistency for r in reads) / len(reads),
-        "motions": [r.motion for r in reads],
+        "motions": [r.motion for r in reads], "colors": [r.color for r in reads], "shapes": [r.shape for r in reads],
     }
 
 
