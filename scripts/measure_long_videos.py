@@ -1,6 +1,7 @@
 """Measure long videos, image-to-video and video extension on the shipped shapes model (docs/long_videos.md).
 
     python scripts/measure_long_videos.py results.json [--prompts "a red circle moving right" ...] [--seed 0]
+        [--lengths 64 32 16] [--slow-motion 4] [--parts long image extend]
 
 Every run is read with the adherence analyser (`latte.evaluation.adherence.read_clip`) per 16-frame window;
 results are appended to the JSON file after each run (so an interrupted measurement keeps what it finished)
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", nargs="+", default=list(PROMPTS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lengths", type=int, nargs="+", default=[64, 32, 16])
+    parser.add_argument("--parts", nargs="+", choices=("long", "image", "extend"), default=["long", "image", "extend"])
     parser.add_argument("--slow-motion", type=float, nargs="*", default=[4.0],
                         help="slow-motion factors to measure beyond the training length (default 4)")
     args = parser.parse_args(argv)
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe = LattePipeline.from_pretrained(default_model_path())
     pipe.set_progress_bar_config(disable=True)
     results = json.loads(args.output.read_text()) if args.output.is_file() else []
-    done = {(r["kind"], r["prompt"], r.get("frames")) for r in results}
+    done = {(r["kind"], r["prompt"], r.get("frames")) for r in results if r.get("seed", 0) == args.seed}
 
     def generate(prompt, **kwargs):
         start = time.perf_counter()
@@ -93,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         return video, time.perf_counter() - start
 
     def record(row):
+        row = {**row, "seed": args.seed}
         results.append(row)
         args.output.write_text(json.dumps(results, indent=1))
         print(json.dumps(row), flush=True)
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     for case in cases:
         # 1. Long videos: ours (FreeNoise windows) against plain whole-clip attention.
         #    Slow motion ("slowS"): the same windows, S times longer, at interpolated positions.
-        for frames in args.lengths:
+        for frames in args.lengths if "long" in args.parts else []:
             samplers = [("windows", {}), ("plain", {"long_video": False}),
                         *((f"slow{factor:g}", {"slow_motion": factor}) for factor in args.slow_motion)]
             for kind, options in samplers:
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         # 2. Image-to-video: the first frame of a rendered clip whose path has room ahead.
         clip = (render_clip(case.color, case.shape, case.motion, num_frames=WINDOW,
                             start=start_fraction(case.motion)) + 1) / 2  # (3, F, H, W) in [0, 1]
-        if ("image", case.prompt, WINDOW) not in done:
+        if "image" in args.parts and ("image", case.prompt, WINDOW) not in done:
             image = clip[:, 0].permute(1, 2, 0).numpy()
             video, seconds = generate(case.prompt, image=image)
             reading = read_clip(video)
@@ -127,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                     "first_step": float((video[1] - video[0]).abs().mean()), "later_step": mean_step(video[1:])})
         # 3. Extension: the rendered clip continued by 16 frames in two calls of 8 new frames each, each
         #    conditioned on the last 8 frames so far (context + new frames = the training length).
-        if ("extend", case.prompt, WINDOW) not in done:
+        if "extend" in args.parts and ("extend", case.prompt, WINDOW) not in done:
             video, seconds = clip.permute(1, 0, 2, 3), 0.0  # (F, 3, H, W)
             for _ in range(2):
                 source = video.permute(0, 2, 3, 1).numpy()  # (F, H, W, 3)
