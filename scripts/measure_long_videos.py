@@ -46,6 +46,7 @@ def windows(video: torch.Tensor, case) -> dict:
            for attr in ("color", "shape")},
         "consistency": sum(r.consistency for r in reads) / len(reads),
         "motions": [r.motion for r in reads], "colors": [r.color for r in reads], "shapes": [r.shape for r in reads],
+        "whole_motion": read_clip(video).motion,  # the whole video's path, however slow per window
     }
 
 
