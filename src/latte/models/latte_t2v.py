@@ -347,8 +347,8 @@ class LatteT2VTransformer(ModelFolderMixin, nn.Module):
     def temporal_table(self, num_frames: int, device: torch.device, spacing: float = 1.0) -> torch.Tensor:
         """(F, D) frame positions 0, spacing, ..., (F-1) * spacing (below 1: slow motion, see
         `latte.pipelines.long_video`)."""
-        positions = torch.arange(num_frames, device=device, dtype=torch.float32)
-        return sincos_1d(self.config.width, positions if spacing == 1 else positions * spacing)
+        positions = torch.arange(num_frames, device=device, dtype=torch.float32) * spacing
+        return sincos_1d(self.config.width, positions)
 
     # ----------------------------------------------------------------- forward
     def check_latents(self, shape: tuple[int, ...]) -> None:

@@ -16,8 +16,8 @@ Slow motion (factor S >= 1): the windows are S times longer (S * W frames) and t
 spread over the trained range 0..W-1 (position interpolation, as used to stretch the context of language
 models), so a window's frames hold the motion of one training clip, S times slower. A model trained on clips
 that travel a fixed distance (the shipped shapes model: 24 of 64 pixels per clip) thus keeps moving over S
-clips' worth of frames instead of stopping when one clip's worth of travel fills the frame. Up to S * W frames
-there is one window: all frames attend to each other.
+clips' worth of frames, where windows of W frames, each asking for a clip's travel that the frame has no room
+for, stand still midway. Up to S * W frames there is one window: all frames attend to each other.
 
 Known frames (image-to-video, video extension): the first K frames' latents are known (VAE-encoded). Before
 every denoising step they are replaced by the known latents noised to the step's timestep with the
