@@ -55,14 +55,13 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 10 * math.log10(1 / mse) if mse > 0 else float("inf")
 
 
+def frame_changes(video: torch.Tensor) -> torch.Tensor:
+    """(F - 1,) mean absolute pixel change between consecutive frames (F, 3, H, W)."""
+    return (video[1:] - video[:-1]).abs().mean((1, 2, 3))
+
+
 def mean_step(video: torch.Tensor) -> float:
-    """Mean absolute pixel change between consecutive frames."""
-    return float((video[1:] - video[:-1]).abs().mean())
-
-
-def max_step(video: torch.Tensor) -> float:
-    """The largest mean absolute pixel change between two consecutive frames (a jump or a flicker)."""
-    return float((video[1:] - video[:-1]).abs().mean((1, 2, 3)).max())
+    return float(frame_changes(video).mean())
 
 
 def start_fraction(motion: str) -> tuple[float, float]:
@@ -101,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         args.output.write_text(json.dumps(results, indent=1))
         print(json.dumps(row), flush=True)
 
+    samplers = [("windows", {}), ("plain", {"long_video": False}),
+                *((f"slow{factor:g}", {"slow_motion": factor}) for factor in args.slow_motion)]
     cases = []
     for prompt in args.prompts:
         words = prompt.split()
@@ -109,14 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         # 1. Long videos: ours (FreeNoise windows) against plain whole-clip attention.
         #    Slow motion ("slowS"): the same windows, S times longer, at interpolated positions.
         for frames in args.lengths if "long" in args.parts else []:
-            samplers = [("windows", {}), ("plain", {"long_video": False}),
-                        *((f"slow{factor:g}", {"slow_motion": factor}) for factor in args.slow_motion)]
             for kind, options in samplers:
                 if frames <= WINDOW and kind != "windows" or (kind, case.prompt, frames) in done:
                     continue  # up to the training length windows and plain are the same computation
                 video, seconds = generate(case.prompt, video_length=frames, **options)
+                changes = frame_changes(video)  # a jump or a flicker shows in the largest
                 record({"kind": kind, "prompt": case.prompt, "frames": frames, "seconds": seconds,
-                        **windows(video, case), "mean_step": mean_step(video), "max_step": max_step(video)})
+                        **windows(video, case), "mean_step": float(changes.mean()), "max_step": float(changes.max())})
         # 2. Image-to-video: the first frame of a rendered clip whose path has room ahead.
         clip = (render_clip(case.color, case.shape, case.motion, num_frames=WINDOW,
                             start=start_fraction(case.motion)) + 1) / 2  # (3, F, H, W) in [0, 1]

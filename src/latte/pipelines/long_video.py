@@ -154,8 +154,7 @@ class WindowedTransformer(TransformerWrapper):
     def __init__(self, transformer: LatteT2VTransformer | TransformerWrapper, windows: TemporalWindows):
         if isinstance(transformer, TransformerWrapper):
             logger.warning("%s is not applied to long videos or slow motion (temporal windows): this video runs "
-                           "without it",
-                           type(transformer).__name__)
+                           "without it", type(transformer).__name__)
             transformer = transformer.transformer
         super().__init__(transformer)
         self.windows = windows
