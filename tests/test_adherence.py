@@ -154,3 +154,42 @@ def test_cli_reports_the_shrink_split(capsys, tmp_path):
     assert main(["eval", "adherence", "--model", str(folder), "--seeds", "0", "--num-seen", "1", "--steps", "1",
                  "--batch-size", "64", "--shrink"]) == 0
     assert f"| shrink | {len(combinations('shrink'))} |" in capsys.readouterr().out
+
+
+def _random_adapter(model_folder, out):
+    """A rank-2 adapter with random weights for the transformer of `model_folder`, saved in peft's format."""
+    from latte import LatteT2VTransformer
+    from latte.models import lora
+
+    torch.manual_seed(0)
+    model = LatteT2VTransformer.from_pretrained(model_folder / "transformer")
+    config = lora.lora_config(2)
+    lora.add_adapter(model, config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn_like(p) * 0.1)
+    out.mkdir()
+    lora.save_adapter(out, config, lora.adapter_state_dict(model))
+    return out
+
+
+def test_cli_evaluates_a_model_with_lora_adapters(capsys, tmp_path):
+    """`--lora PATH:SCALE` fuses the adapter as `latte generate --lora` does: at scale 0 every reading is the base
+    model's; the adapter is named in the report; one trained on another model is refused in one line."""
+    folder = build_tiny_pipeline_folder(tmp_path / "tiny")
+    adapter = _random_adapter(folder, tmp_path / "adapter")
+    args = ["eval", "adherence", "--model", str(folder), "--seeds", "0", "--num-seen", "1", "--steps", "1",
+            "--batch-size", "64"]
+    assert main([*args, "--json", str(tmp_path / "base.json")]) == 0
+    assert main([*args, "--lora", f"{adapter}:0", "--json", str(tmp_path / "zero.json")]) == 0
+    assert f"+ LoRA {adapter}:0:" in capsys.readouterr().out
+    base, zero = (json.loads((tmp_path / name).read_text()) for name in ("base.json", "zero.json"))
+    assert zero["videos"] == base["videos"] and zero["settings"]["lora"] == [f"{adapter}:0"]
+
+    deeper = build_tiny_pipeline_folder(tmp_path / "deeper", num_layers=4)
+    stranger = _random_adapter(deeper, tmp_path / "stranger")
+    capsys.readouterr()  # the folder's saving progress
+    assert main([*args, "--lora", str(stranger)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("latte eval: error: adapter ") and "does not fit" in err and err.count("\n") == 1, err

@@ -21,6 +21,7 @@ from latte.pipelines import LattePipeline
         (["--guidance", "inf"], r"--guidance must be a finite number, got inf"),
         (["--seeds", "0", "-1"], r"--seeds must be from 0 to \d+, got -1"),
         (["--ground-truth", "-1"], r"--ground-truth must be >= 0, got -1"),
+        (["--lora", "{tmp}/nowhere:0.5"], r"--lora .*nowhere:0.5: .* is not a LoRA adapter folder"),
     ],
 )
 def test_checked_before_the_evaluation(tmp_path, capsys, monkeypatch, args, message):

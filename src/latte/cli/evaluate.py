@@ -22,6 +22,9 @@ def register(subparsers) -> None:
         "attribute plus temporal consistency.",
     )
     a.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped model)")
+    a.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]",
+                   help="evaluate the model with this LoRA adapter folder (`latte export --lora`) fused at SCALE "
+                   "(default 1), as `latte generate --lora` applies it; repeatable")
     a.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per prompt (default 0 1 2)")
     a.add_argument("--num-seen", type=int, default=24, help="training combinations to prompt (default 24)")
     a.add_argument("--shrink", action="store_true",
@@ -42,6 +45,7 @@ def register(subparsers) -> None:
 def check_adherence_args(args: argparse.Namespace) -> None:
     """Everything that can be checked before minutes of evaluation: numbers and the --json target."""
     from latte.cli.arguments import check_at_least, check_finite, check_seed
+    from latte.cli.generate import lora_spec
     from latte.evaluation.adherence import prompt_set
     from latte.outputs import check_file_target
 
@@ -52,12 +56,14 @@ def check_adherence_args(args: argparse.Namespace) -> None:
     check_at_least("--ground-truth", args.ground_truth, 0)
     check_finite("--guidance", args.guidance)
     prompt_set(args.num_seen)  # its range check (1 .. the training combinations)
+    for spec in args.lora:
+        lora_spec(spec)
     if args.json is not None:
         check_file_target(args.json)
 
 
 def run_adherence(args: argparse.Namespace) -> int:
-    from latte.cli.generate import resolve_model
+    from latte.cli.generate import apply_loras, resolve_model
     from latte.evaluation.adherence import (
         evaluate_adherence,
         format_table,
@@ -76,6 +82,7 @@ def run_adherence(args: argparse.Namespace) -> int:
 
         folder = resolve_model(args.model)
         pipe = LattePipeline.from_pretrained(folder)
+        apply_loras(pipe, args.lora)
         # The same sampling settings as `latte generate` with this model: its folder's defaults.
         settings = pipe.generation_settings(args.steps, args.guidance)
         steps, guidance = settings["steps"], settings["guidance"]
@@ -89,10 +96,12 @@ def run_adherence(args: argparse.Namespace) -> int:
             guidance_scale=guidance, height=None, width=None,
         )
         result["settings"] = {
-            "model": str(folder), "seeds": args.seeds, "steps": steps, "guidance": guidance,
+            "model": str(folder), "lora": args.lora, "seeds": args.seeds, "steps": steps, "guidance": guidance,
             "prompts": len(cases), "unrepresented_words": unknown,
         }
-        print(f"{folder}: {len(cases)} prompts x {len(args.seeds)} seeds, {steps} steps, guidance {guidance}")
+        adapters = "".join(f" + LoRA {spec}" for spec in args.lora)
+        print(f"{folder}{adapters}: {len(cases)} prompts x {len(args.seeds)} seeds, {steps} steps, "
+              f"guidance {guidance}")
         if unknown:
             print(f"words of the prompts this model's tokenizer cannot represent: {', '.join(unknown)}")
     print(format_table(result["table"]))

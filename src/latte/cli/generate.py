@@ -210,6 +210,14 @@ def lora_spec(spec: str) -> tuple[Path, float]:
     return path, scale
 
 
+def apply_loras(pipe, specs) -> None:
+    """Load each `--lora PATH[:SCALE]` onto the pipeline's transformer and fuse them (plain-linear speed)."""
+    if specs:
+        for i, (path, scale) in enumerate(map(lora_spec, specs)):
+            pipe.load_lora_weights(path, adapter_name=f"lora{i}", scale=scale)
+        pipe.fuse_lora()
+
+
 def check_condition(options: GenerateOptions) -> None:
     """--image / --extend: one of them at most, and a file that can be read; a valid --slow-motion."""
     from latte.pipelines.long_video import check_slow_motion, read_frames, read_image
@@ -327,10 +335,7 @@ def generate(options: GenerateOptions) -> list[tuple[Path, str]]:
     dtype = torch_dtype(choose_dtype(options, device))
     start = time.perf_counter()
     pipe = LattePipeline.from_pretrained(model, torch_dtype=dtype).to(device)
-    if options.lora:
-        for i, (path, scale) in enumerate(map(lora_spec, options.lora)):
-            pipe.load_lora_weights(path, adapter_name=f"lora{i}", scale=scale)
-        pipe.fuse_lora()  # plain-linear speed while generating
+    apply_loras(pipe, options.lora)
     if options.quantize:
         pipe.quantize(options.quantize)
     if options.compile:
