@@ -1,7 +1,7 @@
 """Measure long videos, image-to-video and video extension on the shipped shapes model (docs/long_videos.md).
 
     python scripts/measure_long_videos.py results.json [--prompts "a red circle moving right" ...] [--seed 0]
-        [--lengths 64 32 16] [--slow-motion 4] [--parts long image extend]
+        [--lengths 64 32 16] [--slow-motion 4] [--parts long image extend chain] [--chain-frames 128]
 
 Every run is read with the adherence analyser (`latte.evaluation.adherence.read_clip`) per 16-frame window;
 results are appended to the JSON file after each run (so an interrupted measurement keeps what it finished)
@@ -79,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", nargs="+", default=list(PROMPTS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lengths", type=int, nargs="+", default=[64, 32, 16])
-    parser.add_argument("--parts", nargs="+", choices=("long", "image", "extend"), default=["long", "image", "extend"])
+    parser.add_argument("--parts", nargs="+", choices=("long", "image", "extend", "chain"),
+                        default=["long", "image", "extend"])
+    parser.add_argument("--chain-frames", type=int, default=128,
+                        help="length of the chained slow-motion video (part 'chain', at the first --slow-motion)")
     parser.add_argument("--slow-motion", type=float, nargs="*", default=[4.0],
                         help="slow-motion factors to measure beyond the training length (default 4)")
     args = parser.parse_args(argv)
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         args.output.write_text(json.dumps(results, indent=1))
         print(json.dumps(row), flush=True)
 
-    samplers = [("windows", {}), ("plain", {"long_video": False}),
+    samplers = [("windows", {"slow_motion": 1}), ("plain", {"long_video": False}),
                 *((f"slow{factor:g}", {"slow_motion": factor}) for factor in args.slow_motion)]
     cases = []
     for prompt in args.prompts:
@@ -146,6 +149,23 @@ def main(argv: list[str] | None = None) -> int:
                     "motion_ok": reading.motion == case.motion, "motion": reading.motion,
                     "color_ok": reading.color == case.color, "shape_ok": reading.shape == case.shape,
                     "present": presence(new)})
+        # 4. Chained slow motion: one slow window (S x 16 frames), then extensions by the same window less its
+        #    last 16 frames as context, until --chain-frames; are the joins as smooth as the rest?
+        factor = args.slow_motion[0] if args.slow_motion else 1.0
+        if "chain" in args.parts and (f"chain{factor:g}", case.prompt, args.chain_frames) not in done:
+            length = round(WINDOW * factor)
+            video, seconds = generate(case.prompt, video_length=length, slow_motion=factor)
+            joins = []
+            while video.shape[0] < args.chain_frames:
+                joins.append(video.shape[0])
+                new_frames = min(max(length - WINDOW, WINDOW // 2), args.chain_frames - video.shape[0])
+                video, took = generate(case.prompt, video=video.permute(0, 2, 3, 1).numpy(), video_length=new_frames,
+                                       context_frames=WINDOW, slow_motion=factor)
+                seconds += took
+            changes = frame_changes(video)
+            record({"kind": f"chain{factor:g}", "prompt": case.prompt, "frames": args.chain_frames, "seconds": seconds,
+                    **windows(video, case), "mean_step": float(changes.mean()),
+                    "join_steps": [float(changes[j - 1]) for j in joins]})
     return 0
 
 

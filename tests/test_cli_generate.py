@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from latte import LatteT2VTransformer
 from latte.cli.main import main
 from latte.pipelines import LattePipeline
 from tiny_components import build_tiny_pipeline_folder
@@ -41,22 +42,43 @@ def test_writes_requested_frames_and_size(model, tmp_path, capsys):
     assert probe(out) == (5, 48, 32, 10.0, "h264")
 
 
-def test_defaults_come_from_the_model_folder(model, tmp_path):
-    """Size from transformer sample_size x VAE factor, and the folder's optional generate defaults."""
-    folder = tmp_path / "model"
+def with_defaults(model, folder, defaults):
+    """`model` as another folder (its components linked) whose model_index.json has these generate defaults."""
     folder.mkdir()
     for sub in model.iterdir():
         if sub.name != "model_index.json":
             (folder / sub.name).symlink_to(sub)
     index = json.loads((model / "model_index.json").read_text())
-    index["_generate_defaults"] = {"steps": 1, "guidance": 1.0, "fps": 4}
+    index["_generate_defaults"] = defaults
     (folder / "model_index.json").write_text(json.dumps(index))
+    return folder
+
+
+def test_defaults_come_from_the_model_folder(model, tmp_path):
+    """Size from transformer sample_size x VAE factor, and the folder's optional generate defaults."""
+    folder = with_defaults(model, tmp_path / "model", {"steps": 1, "guidance": 1.0, "fps": 4})
     out = tmp_path / "out.gif"
     assert main(["generate", "a blue square", "-o", str(out), "--model", str(folder), "--frames", "2"]) == 0
     from PIL import Image
 
     gif = Image.open(out)
     assert gif.n_frames == 2 and gif.size == (64, 64) and gif.info["duration"] == 250
+
+
+def test_a_folders_slow_motion_is_used_and_said(model, tmp_path, caplog):
+    folder = with_defaults(model, tmp_path / "model", {"steps": 1, "guidance": 1.0, "slow_motion": 4})
+    frames = 2 * LatteT2VTransformer.from_pretrained(model / "transformer").config.video_length
+    argv = ["generate", "a blue square", "--model", str(folder), "--frames", str(frames), "--height", "16",
+            "--width", "16"]
+    with caplog.at_level("INFO", logger="latte.cli.generate"):
+        assert main([*argv, "-o", str(tmp_path / "slow.gif")]) == 0
+        said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("slow motion")]
+        assert said == [f"slow motion 2, the model folder's default for {frames} frames (one training clip's "
+                        "motion; --slow-motion 1 keeps the model's speed)"]
+        caplog.clear()
+        assert main([*argv, "-o", str(tmp_path / "own-speed.gif"), "--slow-motion", "1"]) == 0
+        assert not [r for r in caplog.records if r.getMessage().startswith("slow motion")]
+    assert (tmp_path / "slow.gif").read_bytes() != (tmp_path / "own-speed.gif").read_bytes()
 
 
 def test_teacache_flag_skips_steps(model, tmp_path, caplog):

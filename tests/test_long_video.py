@@ -125,6 +125,28 @@ def test_slow_motion_attends_over_longer_windows_at_interpolated_positions(pipe,
             block._forward_hooks.clear()
 
 
+def test_a_folders_slow_motion_cap_slows_long_videos_to_one_training_clip(pipe):
+    """`generate_defaults["slow_motion"]` S: a call that gives no slow_motion gets min(S, frames / trained frames)
+    for text- and image-to-video with windows (the same frames as passing it), 1 for extensions and plain."""
+    trained = pipe.transformer.config.video_length
+    pipe.generate_defaults = {"slow_motion": 2}
+    try:
+        resolve = pipe.resolve_slow_motion
+        assert [resolve(None, f) for f in (trained, trained * 3 // 2, 2 * trained, 5 * trained)] == [1, 1.5, 2, 2]
+        assert resolve(3, 5 * trained) == 3 and resolve(None, 5 * trained, long_video=False) == 1
+        assert resolve(None, 5 * trained, extension=True) == 1
+        for frames in (trained * 3 // 2, 5 * trained):
+            expected = run(pipe, video_length=frames, height=16, width=16, slow_motion=resolve(None, frames))
+            torch.testing.assert_close(run(pipe, video_length=frames, height=16, width=16), expected, rtol=0, atol=0)
+        assert torch.equal(run(pipe, video_length=trained, height=16, width=16),
+                           run(pipe, video_length=trained, height=16, width=16, slow_motion=1))
+        plain = run(pipe, video_length=5 * trained, height=16, width=16, long_video=False)
+        assert plain.shape[1] == 5 * trained  # no slow-motion refusal: the cap is not an argument
+    finally:
+        pipe.generate_defaults = {}
+    assert pipe.resolve_slow_motion(None, 5 * trained) == 1  # without the cap, the model's speed
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -69,6 +69,7 @@ def test_save_pretrained_keeps_them(folder, tmp_path):
         ({"guidance": "4"}, "_generate_defaults.guidance must be a finite number, got '4'"),
         ({"guidance": float("inf")}, "_generate_defaults.guidance must be a finite number, got inf"),
         ({"fps": 0}, "_generate_defaults.fps must be a number in \\[0.1, 1000.0\\], got 0"),
+        ({"slow_motion": 0.5}, "_generate_defaults.slow_motion must be a finite number >= 1, got 0.5"),
         ({"seed": 3}, r"unknown _generate_defaults key 'seed'; allowed: \['steps', 'frames'"),
         ([25], r"_generate_defaults must be an object like"),
     ],
@@ -93,4 +94,6 @@ def test_shipped_model_runs_its_own_defaults():
         pytest.skip("the default model is not installed")
     pipe = LattePipeline.from_pretrained(default_model_path())
     assert pipe.generation_settings() == {"steps": 25, "guidance": 4.0, "frames": 16, "height": 64, "width": 64}
+    # Its shapes cross the frame in about 40 frames: long videos play one training clip's motion, up to 4x slower.
+    assert [pipe.resolve_slow_motion(None, frames) for frames in (16, 32, 64, 128)] == [1, 2, 4, 4]
     assert pipe.generate_defaults["fps"] == 8

@@ -47,7 +47,7 @@ class GenerateOptions:
     image: str | Path | None = None  # image-to-video: the first frame of every video
     extend: str | Path | None = None  # video extension: the clip to continue by --frames new frames
     long_video: str = "windows"  # beyond the training length: windows (FreeNoise) or plain (all frames at once)
-    slow_motion: float = 1  # S > 1: the motion S times slower (longer temporal windows, interpolated positions)
+    slow_motion: float | None = None  # S > 1: the motion S times slower; None: the folder's default, else 1
 
     max_frames: int | None = None  # None: the pipeline's limit (latte.pipelines.limits.GenerationLimits)
     max_size: int | None = None
@@ -96,9 +96,11 @@ def register(subparsers) -> None:
     p.add_argument("--long-video", choices=("windows", "plain"), default="windows",
                    help="beyond the model's frame count: windows (FreeNoise, default) or plain (all frames attend "
                    "to each other at once)")
-    p.add_argument("--slow-motion", type=float, default=1, metavar="S",
+    p.add_argument("--slow-motion", type=float, default=None, metavar="S",
                    help="play the motion S times slower, so a long video keeps moving (e.g. --frames 64 "
-                   "--slow-motion 4: the motion of one 16-frame clip over 64 frames; default 1)")
+                   "--slow-motion 4: the motion of one 16-frame clip over 64 frames); default: 1 (the model's "
+                   "speed), or the model folder's default (the shipped model slows long videos to one clip's "
+                   "motion, up to 4 times)")
     p.add_argument("--negative-prompt", default="", help='text to steer away from (default "")')
     p.add_argument("--scheduler", default=None,
                    help="diffusers scheduler class, e.g. DDIMScheduler (default: the model's); without --steps it "
@@ -222,7 +224,8 @@ def check_condition(options: GenerateOptions) -> None:
     """--image / --extend: one of them at most, and a file that can be read; a valid --slow-motion."""
     from latte.pipelines.long_video import check_slow_motion, read_frames, read_image
 
-    check_slow_motion(options.slow_motion, options.long_video == "windows")
+    if options.slow_motion is not None:
+        check_slow_motion(options.slow_motion, options.long_video == "windows")
 
     if options.image is not None and options.extend is not None:
         raise ValueError("--image (image-to-video) and --extend (video extension) exclude each other; give one")
@@ -285,7 +288,7 @@ def single_command(options: GenerateOptions, prompt: str, seed: int, output: str
              "--quantize": options.quantize,
              "--fps": options.fps, "--teacache": options.teacache or None, "--image": options.image,
              "--extend": options.extend, "--long-video": None if options.long_video == "windows" else "plain",
-             "--slow-motion": options.slow_motion if options.slow_motion != 1 else None}
+             "--slow-motion": options.slow_motion}
     for flag, value in flags.items():
         if value is not None:
             argv += [flag, str(value)]
@@ -362,6 +365,10 @@ def generate(options: GenerateOptions) -> list[tuple[Path, str]]:
                                       options.width)
     logger.info("%s: %d frames, %d steps of %s, guidance %s, seed %d", model, chosen["frames"], chosen["steps"],
                 type(pipe.scheduler).__name__, chosen["guidance"], options.seed)
+    slow = pipe.resolve_slow_motion(None, chosen["frames"], options.long_video == "windows", bool(options.extend))
+    if options.slow_motion is None and slow > 1:
+        logger.info("slow motion %g, the model folder's default for %d frames (one training clip's motion; "
+                    "--slow-motion 1 keeps the model's speed)", slow, chosen["frames"])
     fps = options.fps if options.fps is not None else pipe.generate_defaults.get("fps", BUILTIN_DEFAULTS["fps"])
     names = video_names(options)
 

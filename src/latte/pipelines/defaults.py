@@ -1,10 +1,14 @@
 """A model folder's own generation defaults: `"_generate_defaults"` in `model_index.json`.
 
-    "_generate_defaults": {"steps": 25, "guidance": 4.0, "fps": 8, "frames": 16, "height": 64, "width": 64}
+    "_generate_defaults": {"steps": 25, "guidance": 4.0, "fps": 8, "frames": 16, "height": 64, "width": 64,
+                           "slow_motion": 4}
 
 Any subset; diffusers ignores `_` keys. `LattePipeline.from_pretrained` reads them into
 `pipe.generate_defaults`, `__call__` uses them for the arguments the caller leaves at None, and
 `save_pretrained` writes them back. `fps` is for whoever writes the video file (`latte generate`).
+`slow_motion` S (a number >= 1) is a cap, for models whose training clips use up the frame's room (a shape
+crossing it): a longer video than the training length plays one training clip's motion, up to S times slower,
+min(S, frames / trained frames) (see `default_slow_motion`). Without it long videos keep the model's speed.
 """
 
 import math
@@ -18,7 +22,7 @@ FOLDER_DEFAULTS_KEY = "_generate_defaults"
 BUILTIN_DEFAULTS = {"steps": 50, "guidance": 7.5, "fps": 8}
 
 _INTEGER_KEYS = ("steps", "frames", "height", "width")  # each >= 1
-_REAL_KEYS = ("guidance", "fps")  # finite; fps in what a video file can hold
+_REAL_KEYS = ("guidance", "fps", "slow_motion")  # finite; fps in what a video file can hold; slow_motion >= 1
 KNOWN_KEYS = (*_INTEGER_KEYS, *_REAL_KEYS)
 
 
@@ -38,8 +42,10 @@ def check_generate_defaults(defaults, source: str = FOLDER_DEFAULTS_KEY) -> dict
             or not isinstance(value, Real)
             or not math.isfinite(value)
             or (key == "fps" and not MIN_FPS <= value <= MAX_FPS)
+            or (key == "slow_motion" and value < 1)
         ):
-            allowed = f"a number in [{MIN_FPS}, {MAX_FPS}]" if key == "fps" else "a finite number"
+            allowed = {"fps": f"a number in [{MIN_FPS}, {MAX_FPS}]", "slow_motion": "a finite number >= 1"}.get(
+                key, "a finite number")
             raise ValueError(f"{source}: {FOLDER_DEFAULTS_KEY}.{key} must be {allowed}, got {value!r:.80}")
     return dict(defaults)
 
@@ -51,3 +57,9 @@ def resolve_settings(folder_defaults: dict, trained_frames: int, trained_size: i
     fallback = {**BUILTIN_DEFAULTS, "frames": trained_frames, "height": trained_size, "width": trained_size}
     return {key: value if value is not None else folder_defaults.get(key, fallback[key])
             for key, value in given.items()}
+
+
+def default_slow_motion(folder_defaults: dict, frames: int, trained_frames: int) -> float:
+    """The slow-motion factor for a video of `frames` frames whose caller gives none: 1 (the model's speed)
+    unless the folder caps one, then min(cap, frames / trained_frames), at least 1."""
+    return max(1.0, min(folder_defaults.get("slow_motion", 1), frames / trained_frames))

@@ -41,7 +41,12 @@ from latte.models.text_encoder import (
 )
 from latte.models.vae import decode_latents, load_vae, vae_scale_factor
 from latte.outputs import write_folder
-from latte.pipelines.defaults import FOLDER_DEFAULTS_KEY, check_generate_defaults, resolve_settings
+from latte.pipelines.defaults import (
+    FOLDER_DEFAULTS_KEY,
+    check_generate_defaults,
+    default_slow_motion,
+    resolve_settings,
+)
 from latte.pipelines.limits import (
     FINITE_CHECK_EVERY,
     GenerationLimits,
@@ -188,7 +193,8 @@ class LattePipeline:
     @property
     def generate_defaults(self) -> dict:
         """The model folder's own settings for the arguments a call leaves at None (`model_index.json`'s
-        `_generate_defaults`: steps, guidance, frames, height, width, fps; see `latte.pipelines.defaults`).
+        `_generate_defaults`: steps, guidance, frames, height, width, fps, slow_motion; see
+        `latte.pipelines.defaults`).
         Assignable (checked); `save_pretrained` writes them back."""
         return self._generate_defaults
 
@@ -207,6 +213,17 @@ class LattePipeline:
             self._generate_defaults, config.video_length, config.sample_size * self.vae_scale_factor,
             steps=num_inference_steps, guidance=guidance_scale, frames=video_length, height=height, width=width,
         )
+
+    def resolve_slow_motion(self, slow_motion: float | None, frames: int, long_video: bool = True,
+                            extension: bool = False) -> float:
+        """`slow_motion` if given, else the folder's default for `frames` new frames (its `slow_motion` cap, see
+        `latte.pipelines.defaults`), else 1; always 1 by default for plain attention and for extensions, whose
+        new frames keep the given clip's speed."""
+        if slow_motion is not None:
+            return slow_motion
+        if not long_video or extension:
+            return 1
+        return default_slow_motion(self._generate_defaults, frames, _unwrap(self.transformer).config.video_length)
 
     @property
     def num_timesteps(self) -> int:
@@ -638,7 +655,7 @@ class LattePipeline:
         video=None,
         context_frames: int | None = None,
         long_video: bool = True,
-        slow_motion: float = 1,
+        slow_motion: float | None = None,
     ) -> LattePipelineOutput | tuple:
         """Generate videos from text.
 
@@ -688,10 +705,13 @@ class LattePipeline:
             long_video: for more frames than the transformer's training length, FreeNoise sampling (windowed
                 temporal attention and rescheduled starting noise, see `latte.pipelines.long_video`; default);
                 False attends over all frames at once. No effect on shorter videos.
-            slow_motion: a number >= 1 (default 1, the model's own speed); S plays the motion S times slower
-                (temporal windows of S times the training length, their frame positions interpolated), so a
-                long video keeps moving where the model's motion would otherwise fill the frame; at
-                `video_length` = S x the training length the whole video is one training clip's motion.
+            slow_motion: a number >= 1; S plays the motion S times slower (temporal windows of S times the
+                training length, their frame positions interpolated), so a long video keeps moving where the
+                model's motion would otherwise fill the frame; at `video_length` = S x the training length the
+                whole video is one training clip's motion. Default: 1 (the model's own speed), except that a
+                folder's `slow_motion` default (the shipped shapes model's: 4) slows a longer text- or
+                image-to-video down to one training clip's motion, by min(that cap, frames / training length);
+                an extension keeps its clip's speed.
 
         Defaults: an argument left at None takes the model folder's value (`pipe.generate_defaults`), else
         diffusers' (see `generation_settings`). Before any work the call checks the arguments, the scheduler's
@@ -735,6 +755,7 @@ class LattePipeline:
             decode_chunk_size,
         )
         condition = read_condition(image, video, height, width, context_frames, transformer.config.video_length)
+        slow_motion = self.resolve_slow_motion(slow_motion, video_length, long_video, extension=video is not None)
         # an extension also denoises its context frames, placed first
         video_length += condition.added_frames if condition is not None else 0
         check_slow_motion(slow_motion, long_video)
