@@ -120,6 +120,17 @@ def test_shrink_split_and_the_mix_with_replay():
         SyntheticShapes(4, split="shrink+heldout")
 
 
+def test_grow_split_pairs_the_new_motion_with_its_opposite():
+    grow = combinations("grow")
+    assert {m for _, _, m in grow} == {"grow"} and len(grow) == len(COLORS) * len(SHAPES) - 2
+    assert not set(grow) & set(HELDOUT)  # replay: the held-out growing combinations stay unseen
+    by_label = {label_of(*c): c for c in combinations("all") + combinations("shrink")}
+    mixed = SyntheticShapes(9, seed=1, split="shrink+grow+train", captions="basic+rich")
+    motions = [by_label[mixed[i]["label"]][2] for i in range(9)]
+    assert motions[0::3] == ["shrink"] * 3 and motions[1::3] == ["grow"] * 3  # the parts in turn
+    assert all(by_label[mixed[i]["label"]] in combinations("train") for i in range(1, 9) if i % 3)
+
+
 def test_shrinking_shapes_get_smaller_and_read_as_shrink():
     from latte.evaluation.adherence import read_clip
 

@@ -11,7 +11,8 @@ prompt adherence can be measured on combinations the model has not seen.
 
 One motion lies outside that domain on purpose: "shrink" (NEW_MOTIONS), the time reverse of "grow", which
 the shipped model never saw. Its own splits ("shrink", and "shrink+train" that mixes it half and half with
-the training split as replay) are what a LoRA learns a new concept from; "train", "heldout" and "all", their
+the training split as replay; "shrink+grow+train" adds a third of growing clips, its opposite) are what a
+LoRA learns a new concept from; "train", "heldout" and "all", their
 labels, captions and clips are exactly what they were before it existed.
 
 Captions come in two vocabularies (CAPTION_STYLES; "basic+rich" takes them in turn): "basic", the few
@@ -61,7 +62,7 @@ HELDOUT: tuple[tuple[str, str, str], ...] = (
 NEW_MOTIONS: tuple[str, ...] = ("shrink",)
 _SCALING = ("grow", "shrink")  # motions whose shape stays put and changes size (no one size to name)
 # Splits joined by "+" are mixed: item i comes from their parts in turn (see SyntheticShapes).
-SPLITS = ("train", "heldout", "all", "shrink", "shrink+train")
+SPLITS = ("train", "heldout", "all", "grow", "shrink", "shrink+train", "shrink+grow+train")
 
 # Geometry in pixels at the reference size of 64 px; scaled linearly for other sizes.
 _REF_SIZE = 64
@@ -174,6 +175,8 @@ def combinations(split: str = "all") -> list[tuple[str, str, str]]:
         return [c for c in combos if c not in HELDOUT]
     if split == "heldout":
         return list(HELDOUT)
+    if split == "grow":  # the training split's growing clips: replayed beside "shrink", the same words' opposite
+        return [c for c in combinations("train") if c[2] == "grow"]
     return combos
 
 

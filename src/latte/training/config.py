@@ -57,7 +57,7 @@ class DataConfig:
     size: int = 256  # frames are resized (shorter side) and centre-cropped to size x size
     flip: bool = False  # random horizontal flip
     num_samples: int = 64  # synthetic: clips in the data set
-    split: str = "train"  # synthetic: "train", "heldout", "all", "shrink" or "shrink+train" (latte.data.synthetic)
+    split: str = "train"  # synthetic: one of latte.data.synthetic.SPLITS ("train", "heldout", "shrink+train", ...)
     synthetic_seed: int = 0
     # synthetic: the caption vocabulary, "basic" (the shipped model's) or "rich" (synonyms, many sentence
     # shapes); a rich model needs a tokenizer and text encoder built on the rich corpus (docs/default_model.md).
