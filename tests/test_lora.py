@@ -89,6 +89,19 @@ def test_adapter_is_peft_format_and_loads_on_diffusers(adapter):
     assert _rel(_run(_ours(KWARGS, base), _inputs()), expected) > 1e-2  # the adapter does something
 
 
+def test_adapter_weights_of_a_pipeline_folder_base_warn_of_nothing(tmp_path, recwarn, monkeypatch):
+    """A run's base is a pipeline folder (no config.json at its top): reading the adapter neither warns nor asks
+    the hub about it."""
+    import peft.utils.save_and_load as peft_save
+
+    monkeypatch.setattr(peft_save, "check_file_exists_on_hf_hub", lambda *a, **k: pytest.fail("asked the hub"))
+    model = LatteT2VTransformer(LatteT2VConfig(**KWARGS))
+    lora.add_adapter(model, lora.lora_config(2, base=tmp_path))
+    weights = lora.adapter_state_dict(model)
+    assert weights and all(k.endswith(lora._SUFFIXES) for k in weights)
+    assert not [w for w in recwarn if "config file" in str(w.message)]
+
+
 def test_round_trip_scale_fuse_unload(adapter):
     base, folder, expected = adapter
     model = _ours(KWARGS, base)

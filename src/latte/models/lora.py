@@ -70,7 +70,9 @@ def adapter_state_dict(model: nn.Module, adapter_name: str = "default") -> dict[
     """The adapter's weights, keyed `<module>.lora_A.weight` / `.lora_B.weight` (no adapter name)."""
     from peft import get_peft_model_state_dict
 
-    return get_peft_model_state_dict(model, adapter_name=adapter_name)
+    # Our targets are never embeddings; peft's "auto" would look for the base's config.json, on the hub if the
+    # local folder has none (a pipeline folder does not), and warn about the vocabulary.
+    return get_peft_model_state_dict(model, adapter_name=adapter_name, save_embedding_layers=False)
 
 
 def save_adapter(folder: Path, config, weights: dict[str, torch.Tensor]) -> None:
