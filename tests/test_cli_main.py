@@ -50,3 +50,15 @@ def test_interrupt_is_one_line_and_exit_130(monkeypatch, capsys):
     assert cli.main(["info"]) == cli.EXIT_INTERRUPTED
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["latte info: interrupted (exit 130); nothing partial was written"]
+
+
+def test_loading_a_vae_first_is_quiet(tmp_path):
+    """The trainer loads the VAE before anything else: torchao's import noise (kernel libraries built for other
+    hardware, a missing triton), which diffusers' model classes trigger, must not reach the terminal."""
+    from tiny_components import tiny_vae
+
+    tiny_vae().save_pretrained(tmp_path / "vae")
+    code = f"from latte.models.vae import load_vae; load_vae({str(tmp_path / 'vae')!r}); print('loaded')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "loaded", out.stderr
+    assert out.stderr == ""

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from einops import rearrange
 
-from latte.models.io import WEIGHTS_NAME, find_weights, library_bars_off
+from latte.models.io import WEIGHTS_NAME, find_weights, import_torchao_quietly, library_bars_off
 
 SD_VAE_SCALE = 0.18215  # Stable Diffusion VAE latent scaling, used when a config does not name one
 
@@ -56,6 +56,7 @@ def load_vae(
 ):
     """diffusers `AutoencoderKL` from a folder (`config.json` + weights), with errors that name the file;
     `variant` and `use_safetensors` as in diffusers."""
+    import_torchao_quietly()  # diffusers' model classes import it, loudly, on their first import
     from diffusers import AutoencoderKL
     from diffusers.utils import is_accelerate_available
 
