@@ -12,8 +12,8 @@ prompt adherence can be measured on combinations the model has not seen.
 One motion lies outside that domain on purpose: "shrink" (NEW_MOTIONS), the time reverse of "grow", which
 the shipped model never saw. Its own splits ("shrink", and "shrink+train" that mixes it half and half with
 the training split as replay; "shrink+grow+train" adds a third of growing clips, its opposite) are what a
-LoRA learns a new concept from; "train", "heldout" and "all", their
-labels, captions and clips are exactly what they were before it existed.
+LoRA learns a new concept from; "train", "heldout" and "all", their labels, captions and clips are exactly
+what they were before it existed.
 
 Captions come in two vocabularies (CAPTION_STYLES; "basic+rich" takes them in turn): "basic", the few
 phrasings the shipped model was trained on ("a red circle moving left"), and "rich", the words people use for
