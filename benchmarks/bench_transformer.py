@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict
 
 import torch
+import torch._inductor.config
 from bench_utils import (
     interleaved,
     matmul_gflops,
@@ -33,6 +34,7 @@ from bench_utils import (
 )
 from diffusers import LatteTransformer3DModel
 
+from latte.acceleration.compiled import freezes
 from latte.acceleration.flops import t2v_forward_flops
 from latte.models.latte_t2v import LatteT2VConfig, LatteT2VTransformer
 
@@ -78,13 +80,25 @@ def step_fns(ref, ours, x, t, text):
     }
 
 
-def add_compiled(fns: dict, ours, x, t, context) -> float:
+def add_compiled(fns: dict, ours, x, t, context, name="compiled") -> float:
     """Add ours compiled to the timed calls; returns the compile time (the first call)."""
     compiled = torch.compile(ours)
-    fns["compiled"] = lambda: compiled(x, t, context).sample
+    fns[name] = lambda: compiled(x, t, context).sample
     start = time.perf_counter()
-    fns["compiled"]()
+    with torch._inductor.config.patch(freezing=freezes(ours)):  # as `latte generate --compile`
+        fns[name]()
     return time.perf_counter() - start
+
+
+KERNELS = ("linear", "addmm", "mm", "scaled_dot_product")  # profiler op names of GEMMs and attention
+
+
+def kernel_seconds(step) -> float:
+    """Seconds one call of `step` spends inside GEMM and attention kernels (torch profiler, self time): what a
+    step would take if all the elementwise work and copies between them were fused away for free."""
+    with torch.profiler.profile() as prof:
+        step()
+    return sum(e.self_cpu_time_total for e in prof.key_averages() if any(k in e.key for k in KERNELS)) / 1e6
 
 
 def child_memory(name: str, which: str) -> None:
@@ -122,15 +136,20 @@ def compare(name: str, args, rates: dict) -> None:
             compile_time = add_compiled(fns, ours, x, t, context=ours.prepare_text(text))
             compiled_diff = (fns["compiled"]() - expected).abs().max().item()
         if args.bf16:
-            ours_bf16 = LatteT2VTransformer.from_state_dict(
-                {k: v.to(torch.bfloat16) for k, v in ours.state_dict().items()}, ours.config
-            )
-            context16 = ours_bf16.prepare_text(text)
-            fns["ours-bf16"] = lambda: ours_bf16(x, t, context16).sample
-            bf16_diff = (fns["ours-bf16"]().float() - expected).abs().max().item()
+            ref16 = LatteTransformer3DModel.from_config(ref.config).to(torch.bfloat16).eval()
+            ref16.load_state_dict(ref.state_dict())
+            ours16 = LatteT2VTransformer.from_state_dict(ref16.state_dict(), ours.config).requires_grad_(False)
+            x16, text16 = x.to(torch.bfloat16), text.to(torch.bfloat16)
+            context16 = ours16.prepare_text(text16)
+            fns["diffusers-bf16"] = lambda: ref16(x16, timestep=t, encoder_hidden_states=text16).sample
+            fns["ours-bf16"] = lambda: ours16(x16, t, context16).sample
+            if args.compile:
+                compile_time16 = add_compiled(fns, ours16, x16, t, context16, name="compiled-bf16")
+            bf16_diff = {k: (fns[k]().float() - expected).abs().max().item() for k in fns if k.endswith("bf16")}
         quiet = {"log": lambda line: None}
         prepare = {"text": lambda: ours.prepare_text(text)}
         text_time = summary(interleaved(prepare, 3, 1, **quiet)["text"])
+        kernels = kernel_seconds(fns["ours"])
         times = interleaved(fns, args.repeats, args.warmup)
     med = {k: summary(v) for k, v in times.items()}
     print(f"analytic matmul work per step: {flops / 1e9:.1f} GFLOP")
@@ -155,11 +174,20 @@ def compare(name: str, args, rates: dict) -> None:
         f"exact-fp32 bound: all {flops / 1e9:.0f} GFLOP at the machine's best GEMM rate take {bound:.2f} s, "
         f"at most {med['diffusers'] / bound:.2f}x diffusers"
     )
+    print(
+        f"GEMM + attention kernels of our eager fp32 step (profiled): {kernels:.2f} s; with every other op "
+        f"fused away for free, at most {med['diffusers'] / kernels:.2f}x diffusers"
+    )
     if args.bf16:
+        ours16 = min(med["ours-bf16"], med.get("compiled-bf16", float("inf")))
         print(
-            f"bf16 speed-up over our fp32: {med['ours'] / med['ours-bf16']:.2f}x; "
-            f"max |bf16 - diffusers fp32| = {bf16_diff:.2e} (relative {bf16_diff / scale:.1e})"
+            f"bf16: ours vs diffusers bf16 {med['diffusers-bf16'] / med['ours-bf16']:.2f}x eager"
+            + (f", {med['diffusers-bf16'] / med['compiled-bf16']:.2f}x compiled (compile + first step "
+               f"{compile_time16:.1f} s)" if args.compile else "")
+            + f"; our best bf16 vs our fp32 eager {med['ours'] / ours16:.2f}x"
         )
+        for k, d in bf16_diff.items():
+            print(f"max |{k} - diffusers fp32| = {d:.2e} (relative {d / scale:.1e})")
 
 
 def compare_memory(name: str) -> None:
