@@ -6,11 +6,16 @@ diffusers' weight tensors) and DDIM. Both pipelines run in this one process, sam
 timed round-robin; the frames are compared.
 
     python benchmarks/bench_pipeline.py                     # CPU: 16 x 128 x 128, 4 steps
+    python benchmarks/bench_pipeline.py --dtype bf16 --compile   # CPU in bf16, ours compiled as `latte generate`
     python benchmarks/bench_pipeline.py --gpu    # the Latte-1 docs setting: fp16, 16 x 512 x 512, 50 steps
+
+In bf16 both pipelines' frames are also compared with our fp32 frames of the same weights (PSNR), so that a
+faster bf16 path shows it is no further from exact than diffusers' own bf16 path.
 """
 
 import argparse
 import logging
+import math
 import sys
 
 import torch
@@ -19,11 +24,13 @@ from bench_utils import interleaved, measure_peak, print_machine, summary, time_
 from diffusers import DDIMScheduler, LatteTransformer3DModel
 from diffusers import LattePipeline as DiffusersLattePipeline
 
+from latte.acceleration.compiled import compile_seconds, compile_transformer
 from latte.models.latte_t2v import LatteT2VConfig, LatteT2VTransformer
 from latte.models.vae import decode_latents
 from latte.pipelines import LattePipeline
 from latte.testing import random_text_encoder, random_tokenizer, random_vae
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 PROMPT = "a red circle moves left across a blue background"
 CORPUS = [PROMPT, "a green triangle bounces", "a yellow star spins slowly", "waves on a beach at sunset"]
 
@@ -70,6 +77,21 @@ def build_components(dtype: torch.dtype, device: str, layers: int, seed: int = 0
     return {**parts, "transformer": ours}, ref
 
 
+def fp32_frames(call: dict, device: str, layers: int) -> torch.Tensor:
+    """Our pipeline's frames in float32 from the same seeds: the exact reference of the bf16 runs."""
+    components, _ = build_components(torch.float32, device, layers)
+    pipe = LattePipeline(**components)
+    pipe.set_progress_bar_config(disable=True)
+    with torch.inference_mode():
+        return pipe(**call, generator=torch.Generator(device).manual_seed(0)).frames.float()
+
+
+def psnr(frames: torch.Tensor, reference: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of frames in [0, 1]."""
+    mse = (frames.float() - reference).pow(2).mean().item()
+    return float("inf") if mse == 0 else 10 * math.log10(1 / mse)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -81,10 +103,13 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--allocator", choices=["default", "tuned"], default="default")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="CPU precision of both pipelines")
+    parser.add_argument("--compile", action="store_true",
+                        help="ours through torch.compile as `latte generate --compile` does (compile time apart)")
     parser.add_argument("--gpu", action="store_true", help="CUDA, fp16, 16 x 512 x 512, 50 steps")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    device, dtype = ("cuda", torch.float16) if args.gpu else ("cpu", torch.float32)
+    device, dtype = ("cuda", torch.float16) if args.gpu else ("cpu", DTYPES[args.dtype])
     if args.gpu:
         if not torch.cuda.is_available():
             raise SystemExit("--gpu needs a CUDA device")
@@ -95,20 +120,24 @@ def main() -> int:
     print(f"allocator: {tune_allocator(args.allocator)}")
     size = f"{args.frames} x {args.size} x {args.size}"
     print(f"setting: {device}, {dtype}, {size}, {args.steps} DDIM steps, guidance 7.5")
-    components, ref_transformer = build_components(dtype, device, args.layers)
-    ours = LattePipeline(**components)
-    ours.set_progress_bar_config(disable=True)
-    theirs = DiffusersLattePipeline(**{**components, "transformer": ref_transformer})
-    theirs.set_progress_bar_config(disable=True)
     call = dict(
         prompt=PROMPT, num_inference_steps=args.steps, video_length=args.frames, height=args.size,
         width=args.size, output_type="pt", clean_caption=False,
     )  # fmt: skip
+    exact = fp32_frames(call, device, args.layers) if dtype == torch.bfloat16 else None
+    components, ref_transformer = build_components(dtype, device, args.layers)
+    ours = LattePipeline(**components)
+    ours.set_progress_bar_config(disable=True)
+    if args.compile:
+        compile_transformer(ours)
+    theirs = DiffusersLattePipeline(**{**components, "transformer": ref_transformer})
+    theirs.set_progress_bar_config(disable=True)
 
     def run(pipe):
         return pipe(**call, generator=torch.Generator(device).manual_seed(0)).frames
 
     with torch.inference_mode():
+        compiled_before = compile_seconds()
         fns = {"diffusers": lambda: run(theirs), "ours": lambda: run(ours)}
         outputs = {}
         for name, fn in fns.items():
@@ -122,6 +151,7 @@ def main() -> int:
                     f"{name:>10} peak RSS {peak['peak_gib']:.2f} GiB, +{peak['above_gib']:.2f} GiB over the "
                     "loaded models (one process: heap reuse makes the second figure a lower bound)"
                 )
+        compile_time = compile_seconds() - compiled_before  # the first (peak-memory) run compiled
         times = interleaved(fns, args.repeats, warmup=0, device=device)
         latents = torch.randn(1, 4, args.frames, args.size // 8, args.size // 8, device=device, dtype=dtype)
         decode = time_call(lambda: decode_latents(components["vae"], latents, chunk_size=14), device)
@@ -132,6 +162,12 @@ def main() -> int:
     print(f"VAE decode of the {args.frames} frames alone (shared component): {decode:.2f} s")
     print(f"speed-up ours vs diffusers, end to end: {med['diffusers'] / med['ours']:.2f}x")
     print(f"max |frames ours - diffusers| = {diff:.2e} (frames in [0, 1])")
+    if args.compile:
+        print(f"ours compiled: {compile_time:.1f} s of compiling in the first (untimed) run")
+    if exact is not None:
+        for name, frames in outputs.items():
+            print(f"{name:>10} bf16 frames vs our fp32 frames: PSNR {psnr(frames, exact):.1f} dB, "
+                  f"max diff {(frames.float() - exact).abs().max().item():.2e}")
     return 0
 
 
