@@ -15,11 +15,13 @@ give, which no exact fp32 implementation can pass.
 """
 
 import argparse
+import copy
 import json
 import logging
 import sys
 import time
 from dataclasses import asdict
+from functools import partial
 
 import torch
 import torch._inductor.config
@@ -36,6 +38,7 @@ from diffusers import LatteTransformer3DModel
 
 from latte.acceleration.compiled import freezes
 from latte.acceleration.flops import t2v_forward_flops
+from latte.acceleration.quantize import dynamic_int8, transformer_block_linears
 from latte.models.latte_t2v import LatteT2VConfig, LatteT2VTransformer
 
 LATTE1 = asdict(LatteT2VConfig())  # our config's defaults are Latte-1's published transformer config
@@ -130,10 +133,11 @@ def compare(name: str, args, rates: dict) -> None:
     flops = t2v_forward_flops(ours.config, *sizes)
     with torch.inference_mode():
         fns = step_fns(ref, ours, x, t, text)
+        context = ours.prepare_text(text)
         expected = fns["diffusers"]()
         diff, scale = (fns["ours"]() - expected).abs().max().item(), expected.abs().max().item()
         if args.compile:
-            compile_time = add_compiled(fns, ours, x, t, context=ours.prepare_text(text))
+            compile_time = add_compiled(fns, ours, x, t, context)
             compiled_diff = (fns["compiled"]() - expected).abs().max().item()
         if args.bf16:
             ref16 = LatteTransformer3DModel.from_config(ref.config).to(torch.bfloat16).eval()
@@ -146,6 +150,11 @@ def compare(name: str, args, rates: dict) -> None:
             if args.compile:
                 compile_time16 = add_compiled(fns, ours16, x16, t, context16, name="compiled-bf16")
             bf16_diff = {k: (fns[k]().float() - expected).abs().max().item() for k in fns if k.endswith("bf16")}
+        if args.int8:  # what `pipe.quantize("int8-dynamic")` does to a float32 transformer on the CPU
+            ours8 = copy.deepcopy(ours)
+            dynamic_int8(ours8, transformer_block_linears(ours8))
+            fns["ours-int8"] = lambda: ours8(x, t, context).sample
+            int8_diff = (fns["ours-int8"]() - expected).abs().max().item()
         quiet = {"log": lambda line: None}
         prepare = {"text": lambda: ours.prepare_text(text)}
         text_time = summary(interleaved(prepare, 3, 1, **quiet)["text"])
@@ -155,7 +164,7 @@ def compare(name: str, args, rates: dict) -> None:
     print(f"analytic matmul work per step: {flops / 1e9:.1f} GFLOP")
     for k, v in med.items():
         rate = flops / v / 1e9
-        mkl, onednn = rates["bf16" if k.endswith("bf16") else "fp32"]
+        mkl, onednn = rates["fp32" if k in ("diffusers", "ours", "compiled", "ours-int8") else "bf16"]
         print(
             f"{k:>10}: {v:8.3f} s/step {rate:7.1f} GFLOP/s = {100 * rate / mkl:5.1f}% of torch.matmul's "
             f"rate, {100 * rate / onednn:5.1f}% of oneDNN's"
@@ -188,6 +197,32 @@ def compare(name: str, args, rates: dict) -> None:
         )
         for k, d in bf16_diff.items():
             print(f"max |{k} - diffusers fp32| = {d:.2e} (relative {d / scale:.1e})")
+    if args.int8:
+        print(f"int8-dynamic: {med['ours-int8']:.3f} s/step, {med['ours'] / med['ours-int8']:.2f}x our fp32 eager"
+              + (f", {ours16 / med['ours-int8']:.2f}x our best bf16" if args.bf16 else "")
+              + f"; max |int8 - diffusers fp32| = {int8_diff:.2e}")
+        if args.bf16:
+            int8_bound(name, med["ours-bf16"])
+
+
+def int8_bound(name: str, bf16_step: float) -> None:
+    """How fast int8 could make our bf16 step: every transformer-block linear's GEMM at `torch._int_mm`'s rate
+    (int8 x int8 -> int32, AMX/VNNI where present) instead of bf16's, everything else unchanged."""
+    kwargs, shape = CONFIGS[name]
+    width, tokens = kwargs["num_attention_heads"] * kwargs["attention_head_dim"], shape["batch"] * shape["frames"]
+    tokens *= (shape["size"] // kwargs["patch_size"]) ** 2
+    saved = 0.0
+    # Per spatial + temporal block pair: q, k, v, out twice, cross-attention q and out; the two MLP linears.
+    for k, n, per_layer in ((width, width, 10), (width, 4 * width, 2), (4 * width, width, 2)):
+        a8, b8 = (torch.randint(-127, 127, size, dtype=torch.int8) for size in ((tokens, k), (k, n)))
+        a16, b16 = torch.randn(tokens, k, dtype=torch.bfloat16), torch.randn(k, n, dtype=torch.bfloat16)
+        gemms = {"int8": partial(torch._int_mm, a8, b8), "bf16": partial(torch.matmul, a16, b16)}
+        med = {d: summary(v) for d, v in interleaved(gemms, 5, 2, log=lambda line: None).items()}
+        gflop = 2 * tokens * k * n / 1e9
+        print(f"GEMM {tokens}x{k}x{n}: int8 {gflop / med['int8']:.0f} GOP/s, bf16 {gflop / med['bf16']:.0f} GFLOP/s")
+        saved += per_layer * kwargs["num_layers"] * (med["bf16"] - med["int8"])
+    print(f"int8 bound: at most {bf16_step / (bf16_step - saved):.2f}x our eager bf16 step "
+          f"({bf16_step:.2f} s -> {bf16_step - saved:.2f} s) if the int8 GEMMs cost nothing else")
 
 
 def compare_memory(name: str) -> None:
@@ -216,6 +251,7 @@ def main() -> int:
         help="glibc malloc settings for the whole process (both models alike)",
     )
     parser.add_argument("--bf16", action="store_true", help="also time our model in bfloat16")
+    parser.add_argument("--int8", action="store_true", help="also time ours with int8-dynamic quantization")
     parser.add_argument("--compile", action="store_true", help="also time our model through torch.compile")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     parser.add_argument("--child-memory", nargs=2, metavar=("CONFIG", "MODEL"), help=argparse.SUPPRESS)
