@@ -156,6 +156,19 @@ def test_cli_reports_the_shrink_split(capsys, tmp_path):
     assert f"| shrink | {len(combinations('shrink'))} |" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("flags", "precision"), [(["--dtype", "bf16"], "bf16"),
+                                                 (["--quantize", "int8-dynamic"], "fp32, int8-dynamic")])
+def test_cli_evaluates_the_pipeline_in_the_precision_asked(capsys, tmp_path, flags, precision):
+    """`--dtype` / `--quantize` run the pipeline as `latte generate` would, and the report says which."""
+    folder = build_tiny_pipeline_folder(tmp_path / "tiny")
+    out = tmp_path / "report.json"
+    assert main(["eval", "adherence", "--model", str(folder), "--seeds", "0", "--num-seen", "1", "--steps", "1",
+                 "--batch-size", "64", "--json", str(out), *flags]) == 0
+    assert f"tiny ({precision}): " in capsys.readouterr().out
+    settings = json.loads(out.read_text())["settings"]
+    assert f"{settings['dtype']}" + (f", {settings['quantize']}" if settings["quantize"] else "") == precision
+
+
 def _random_adapter(model_folder, out):
     """A rank-2 adapter with random weights for the transformer of `model_folder`, saved in peft's format."""
     from latte import LatteT2VTransformer
@@ -183,7 +196,7 @@ def test_cli_evaluates_a_model_with_lora_adapters(capsys, tmp_path):
             "--batch-size", "64"]
     assert main([*args, "--json", str(tmp_path / "base.json")]) == 0
     assert main([*args, "--lora", f"{adapter}:0", "--json", str(tmp_path / "zero.json")]) == 0
-    assert f"+ LoRA {adapter}:0:" in capsys.readouterr().out
+    assert f"+ LoRA {adapter}:0 (fp32):" in capsys.readouterr().out
     base, zero = (json.loads((tmp_path / name).read_text()) for name in ("base.json", "zero.json"))
     assert zero["videos"] == base["videos"] and zero["settings"]["lora"] == [f"{adapter}:0"]
 

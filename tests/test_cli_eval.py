@@ -21,6 +21,7 @@ from latte.pipelines import LattePipeline
         (["--guidance", "inf"], r"--guidance must be a finite number, got inf"),
         (["--seeds", "0", "-1"], r"--seeds must be from 0 to \d+, got -1"),
         (["--ground-truth", "-1"], r"--ground-truth must be >= 0, got -1"),
+        (["--dtype", "bf16", "--quantize", "int8-dynamic"], r"int8-dynamic on CPU quantizes float32 models, not "),
         (["--lora", "{tmp}/nowhere:0.5"], r"--lora .*nowhere:0.5: .* is not a LoRA adapter folder"),
     ],
 )

@@ -8,6 +8,8 @@ import argparse
 import json
 from pathlib import Path
 
+from latte.cli.generate import QUANTIZE_MODES
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("eval", help="evaluate a model (FVD, FID, IS, prompt adherence)")
@@ -35,6 +37,11 @@ def register(subparsers) -> None:
     a.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale (default: the model's `latte generate` default)")
     a.add_argument("--batch-size", type=int, default=8, help="videos generated at once (default 8)")
+    a.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                   help="precision of the pipeline (default fp32: exact and the same on every machine; bf16 is "
+                   "what `latte generate --dtype auto` picks on CPUs with AMX or AVX512-BF16)")
+    a.add_argument("--quantize", choices=QUANTIZE_MODES, default=None,
+                   help="quantize the pipeline as `latte generate --quantize` does (int8-dynamic needs fp32)")
     a.add_argument("--json", default=None,  # a str: "" (an unset variable) is refused, not read as "."
                    help="also write the table and per-video readings to this file")
     a.add_argument("--ground-truth", type=int, default=0, metavar="N",
@@ -43,9 +50,9 @@ def register(subparsers) -> None:
 
 
 def check_adherence_args(args: argparse.Namespace) -> None:
-    """Everything that can be checked before minutes of evaluation: numbers and the --json target."""
+    """Everything that can be checked before minutes of evaluation: numbers, precision and the --json target."""
     from latte.cli.arguments import check_at_least, check_finite, check_seed
-    from latte.cli.generate import lora_spec
+    from latte.cli.generate import lora_spec, torch_dtype
     from latte.evaluation.adherence import prompt_set
     from latte.outputs import check_file_target
 
@@ -58,12 +65,16 @@ def check_adherence_args(args: argparse.Namespace) -> None:
     prompt_set(args.num_seen)  # its range check (1 .. the training combinations)
     for spec in args.lora:
         lora_spec(spec)
+    if args.quantize is not None:
+        from latte.acceleration.quantize import check_quantize
+
+        check_quantize(args.quantize, torch_dtype(args.dtype), "cpu")
     if args.json is not None:
         check_file_target(args.json)
 
 
 def run_adherence(args: argparse.Namespace) -> int:
-    from latte.cli.generate import apply_loras, resolve_model
+    from latte.cli.generate import apply_loras, resolve_model, torch_dtype
     from latte.evaluation.adherence import (
         evaluate_adherence,
         format_table,
@@ -81,8 +92,10 @@ def run_adherence(args: argparse.Namespace) -> int:
         from latte.pipelines.text_to_video import unrepresented_words
 
         folder = resolve_model(args.model)
-        pipe = LattePipeline.from_pretrained(folder)
+        pipe = LattePipeline.from_pretrained(folder, torch_dtype=torch_dtype(args.dtype))
         apply_loras(pipe, args.lora)
+        if args.quantize is not None:
+            pipe.quantize(args.quantize)
         # The same sampling settings as `latte generate` with this model: its folder's defaults.
         settings = pipe.generation_settings(args.steps, args.guidance)
         steps, guidance = settings["steps"], settings["guidance"]
@@ -97,10 +110,11 @@ def run_adherence(args: argparse.Namespace) -> int:
         )
         result["settings"] = {
             "model": str(folder), "lora": args.lora, "seeds": args.seeds, "steps": steps, "guidance": guidance,
-            "prompts": len(cases), "unrepresented_words": unknown,
+            "prompts": len(cases), "unrepresented_words": unknown, "dtype": args.dtype, "quantize": args.quantize,
         }
         adapters = "".join(f" + LoRA {spec}" for spec in args.lora)
-        print(f"{folder}{adapters}: {len(cases)} prompts x {len(args.seeds)} seeds, {steps} steps, "
+        precision = args.dtype + (f", {args.quantize}" if args.quantize else "")
+        print(f"{folder}{adapters} ({precision}): {len(cases)} prompts x {len(args.seeds)} seeds, {steps} steps, "
               f"guidance {guidance}")
         if unknown:
             print(f"words of the prompts this model's tokenizer cannot represent: {', '.join(unknown)}")
