@@ -41,7 +41,7 @@ def compile_transformer(pipe) -> Path:
 def freezes(model) -> bool:
     """Whether inference compiles of `model` freeze its weights. bfloat16 on the CPU does: the weights become
     constants that inductor packs once for oneDNN's AMX/AVX512-BF16 kernels, with bias, GELU and residual adds
-    fused into them (1.2x over eager bf16 on Latte-1 shapes, Intel with AMX; docs/benchmarks.md). float32 does
+    fused into them (1.13x over eager bf16 on Latte-1 shapes, Intel with AMX; docs/benchmarks.md). float32 does
     not: frozen it ran slower than the plain compile there. A frozen model no longer sees weight changes."""
     weight = next(model.parameters())
     return weight.device.type == "cpu" and weight.dtype == torch.bfloat16

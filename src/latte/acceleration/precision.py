@@ -1,8 +1,8 @@
 """`--dtype auto`: the fastest precision whose frames hold up, chosen from what the device can do.
 
 - CPU: bfloat16 where the CPU computes it natively (AMX or AVX512-BF16 in /proc/cpuinfo's flags: there a bf16
-  matmul runs several times the fp32 rate and bf16 frames measured about 36 dB from fp32), else float32 (without
-  them bf16 is emulated and slower than fp32).
+  matmul runs 5-6x the fp32 rate; on an Intel Xeon with AMX the shipped model ran 2.05x faster end to end, frames
+  49.7 dB from fp32, at the same prompt adherence), else float32 (without them bf16 is emulated and slower).
 - CUDA: bfloat16 where the GPU supports it (Ampere and later), else float32: float16 overflows T5.
 - anything else (MPS): float32.
 """
