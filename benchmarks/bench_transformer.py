@@ -6,12 +6,15 @@ the one-off cost of that is printed separately. Peak memory is measured in fresh
 model) so no heap survives from the other model.
 
     python benchmarks/bench_transformer.py --config narrow --compile
-    python benchmarks/bench_transformer.py --config latte1 --repeats 2 --bf16
+    python benchmarks/bench_transformer.py --config latte1 --no-memory --compile --bf16 --int8 --repeats 3
 
-`--compile` adds ours through `torch.compile` (inductor, CPU; what `latte generate --compile` runs), which
-fuses the elementwise work between the GEMMs; its compile time is printed apart. Every run also prints the
-exact-fp32 bound: the step at the machine's own large-GEMM rate, and the speed-up over diffusers that it would
-give, which no exact fp32 implementation can pass.
+`--compile` adds ours through `torch.compile` (inductor, CPU; what `latte generate --compile` runs, frozen
+weights in bf16), which fuses the elementwise work between the GEMMs; its compile time is printed apart.
+`--bf16` times diffusers and ours in bfloat16 (compared with each other, and with diffusers fp32's output);
+`--int8` times ours with `int8-dynamic` and, with `--bf16`, bounds what int8 GEMMs could give over bf16 ones.
+Every run also prints two fp32 bounds: the exact-fp32 bound (all matmul work at the machine's own large-GEMM
+rate), and the floor of our step's own GEMM and attention kernels (profiled), what ours would take with every
+other op fused away for free.
 """
 
 import argparse
@@ -73,10 +76,9 @@ def make_inputs(name: str, seed: int = 1):
     return x, t, text
 
 
-def step_fns(ref, ours, x, t, text):
-    """The two timed calls. Ours gets the text context prepared once per generation; all output rows are
+def step_fns(ref, ours, x, t, text, context):
+    """The two timed calls. Ours gets the text `context` prepared once per generation; all output rows are
     computed (the pipeline may ask for the epsilon rows only) so the outputs can be compared."""
-    context = ours.prepare_text(text)
     return {
         "diffusers": lambda: ref(x, timestep=t, encoder_hidden_states=text).sample,
         "ours": lambda: ours(x, t, context).sample,
@@ -132,8 +134,8 @@ def compare(name: str, args, rates: dict) -> None:
     sizes = (shape["batch"], shape["frames"], shape["size"], shape["size"], shape["text_len"])
     flops = t2v_forward_flops(ours.config, *sizes)
     with torch.inference_mode():
-        fns = step_fns(ref, ours, x, t, text)
         context = ours.prepare_text(text)
+        fns = step_fns(ref, ours, x, t, text, context)
         expected = fns["diffusers"]()
         diff, scale = (fns["ours"]() - expected).abs().max().item(), expected.abs().max().item()
         if args.compile:
@@ -250,7 +252,7 @@ def main() -> int:
         default="default",
         help="glibc malloc settings for the whole process (both models alike)",
     )
-    parser.add_argument("--bf16", action="store_true", help="also time our model in bfloat16")
+    parser.add_argument("--bf16", action="store_true", help="also time diffusers and ours in bfloat16")
     parser.add_argument("--int8", action="store_true", help="also time ours with int8-dynamic quantization")
     parser.add_argument("--compile", action="store_true", help="also time our model through torch.compile")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
