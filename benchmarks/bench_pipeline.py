@@ -15,7 +15,6 @@ faster bf16 path shows it is no further from exact than diffusers' own bf16 path
 
 import argparse
 import logging
-import math
 import sys
 
 import torch
@@ -25,12 +24,13 @@ from diffusers import DDIMScheduler, LatteTransformer3DModel
 from diffusers import LattePipeline as DiffusersLattePipeline
 
 from latte.acceleration.compiled import compile_seconds, compile_transformer
+from latte.acceleration.fidelity import psnr
+from latte.cli.generate import torch_dtype
 from latte.models.latte_t2v import LatteT2VConfig, LatteT2VTransformer
 from latte.models.vae import decode_latents
 from latte.pipelines import LattePipeline
 from latte.testing import random_text_encoder, random_tokenizer, random_vae
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 PROMPT = "a red circle moves left across a blue background"
 CORPUS = [PROMPT, "a green triangle bounces", "a yellow star spins slowly", "waves on a beach at sunset"]
 
@@ -86,12 +86,6 @@ def fp32_frames(call: dict, device: str, layers: int) -> torch.Tensor:
         return pipe(**call, generator=torch.Generator(device).manual_seed(0)).frames.float()
 
 
-def psnr(frames: torch.Tensor, reference: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio in dB of frames in [0, 1]."""
-    mse = (frames.float() - reference).pow(2).mean().item()
-    return float("inf") if mse == 0 else 10 * math.log10(1 / mse)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -109,7 +103,7 @@ def main() -> int:
     parser.add_argument("--gpu", action="store_true", help="CUDA, fp16, 16 x 512 x 512, 50 steps")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    device, dtype = ("cuda", torch.float16) if args.gpu else ("cpu", DTYPES[args.dtype])
+    device, dtype = ("cuda", torch.float16) if args.gpu else ("cpu", torch_dtype(args.dtype))
     if args.gpu:
         if not torch.cuda.is_available():
             raise SystemExit("--gpu needs a CUDA device")

@@ -103,13 +103,12 @@ def main() -> int:
 
     print("\n| precision | median step | end to end (median) | vs fp32 | frame PSNR vs fp32 | transformer / T5 MiB |")
     print("|---|---|---|---|---|---|")
-    table = {}
+    table, fp32 = {}, statistics.median(results["fp32"]["total"])
     for name, r in results.items():
         step, total = statistics.median(r["steps"]), statistics.median(r["total"])
         table[name] = dict(step_s=step, end_to_end_s=total, psnr_db=min(r["psnr"]),
                            transformer_mib=weight_mib(pipes[name].transformer),
                            text_encoder_mib=weight_mib(pipes[name].text_encoder))
-        fp32 = statistics.median(results["fp32"]["total"])
         worst = "exact" if name == "fp32" else f"{table[name]['psnr_db']:.1f} dB (worst prompt)"
         print(f"| {name} | {step:.3f} s | {total:.2f} s | {fp32 / total:.2f}x | {worst} | "
               f"{table[name]['transformer_mib']:.1f} / {table[name]['text_encoder_mib']:.2f} |")
