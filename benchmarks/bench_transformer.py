@@ -3,7 +3,8 @@
 Both models run in this one process, with the same thread count and allocator settings, timed round-robin.
 Ours gets the prompt's text context precomputed (`prepare_text`), as our pipeline does once per generation;
 the one-off cost of that is printed separately. Peak memory is measured in fresh child processes (one per
-model) so no heap survives from the other model.
+model and precision: fp32, and with `--bf16` / `--int8` those too, int8 weight-only included) so no heap
+survives from another model.
 
     python benchmarks/bench_transformer.py --config narrow --compile
     python benchmarks/bench_transformer.py --config latte1 --no-memory --compile --bf16 --int8 --repeats 3
@@ -19,6 +20,7 @@ other op fused away for free.
 
 import argparse
 import copy
+import io
 import json
 import logging
 import sys
@@ -30,9 +32,11 @@ import torch
 import torch._inductor.config
 from bench_utils import (
     interleaved,
+    load_peak_gib,
     matmul_gflops,
     measure_peak,
     print_machine,
+    release_freed_heap,
     run_child,
     summary,
     tune_allocator,
@@ -41,7 +45,7 @@ from diffusers import LatteTransformer3DModel
 
 from latte.acceleration.compiled import freezes
 from latte.acceleration.flops import t2v_forward_flops
-from latte.acceleration.quantize import dynamic_int8, transformer_block_linears
+from latte.acceleration.quantize import dynamic_int8, transformer_block_linears, weight_only_int8
 from latte.models.latte_t2v import LatteT2VConfig, LatteT2VTransformer
 
 LATTE1 = asdict(LatteT2VConfig())  # our config's defaults are Latte-1's published transformer config
@@ -106,22 +110,43 @@ def kernel_seconds(step) -> float:
     return sum(e.self_cpu_time_total for e in prof.key_averages() if any(k in e.key for k in KERNELS)) / 1e6
 
 
-def child_memory(name: str, which: str) -> None:
-    """Child process: build one model only, run one step, print its peak memory as JSON."""
+# peak-memory child -> (implementation, dtype, quantization as `pipe.quantize` applies it to the transformer)
+MEMORY_ROWS = {
+    "diffusers": ("diffusers", torch.float32, None),
+    "ours": ("ours", torch.float32, None),
+    "diffusers-bf16": ("diffusers", torch.bfloat16, None),
+    "ours-bf16": ("ours", torch.bfloat16, None),
+    "ours-int8-dynamic": ("ours", torch.float32, "int8-dynamic"),
+    "ours-int8": ("ours", torch.float32, "int8"),
+}
+
+
+def child_memory(name: str, row: str) -> None:
+    """Child process: build one model only (in its row's precision), run one step, print as JSON the peak
+    memory while building, that of the step (freed heap handed back first) and the serialized size of the
+    weights (quantized linears keep packed weights outside `parameters()`)."""
     torch.set_num_threads(2)
     kwargs, _ = CONFIGS[name]
+    impl, dtype, quantize = MEMORY_ROWS[row]
     x, t, text = make_inputs(name)
-    if which == "ours":
-        model = LatteT2VTransformer(LatteT2VConfig(**kwargs)).eval().requires_grad_(False)
+    x, text = x.to(dtype), text.to(dtype)
+    if impl == "ours":
+        model = LatteT2VTransformer(LatteT2VConfig(**kwargs)).to(dtype).eval().requires_grad_(False)
+        if quantize is not None:
+            (dynamic_int8 if quantize == "int8-dynamic" else weight_only_int8)(
+                model, transformer_block_linears(model))
         context = model.prepare_text(text)
         step = lambda: model(x, t, context).sample  # noqa: E731
     else:
-        model = LatteTransformer3DModel(**kwargs).eval().requires_grad_(False)
+        model = LatteTransformer3DModel(**kwargs).to(dtype).eval().requires_grad_(False)
         step = lambda: model(x, timestep=t, encoder_hidden_states=text).sample  # noqa: E731
-    weights_gib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
+    loading = load_peak_gib()  # a quantized model was built in float first
+    release_freed_heap()
     with torch.inference_mode():
         peak = measure_peak(step)
-    print(json.dumps({**peak, "weights_gib": weights_gib}))
+    buffer = io.BytesIO()  # after the measurement: serializing leaves its copies in the process's heap
+    torch.save(model.state_dict(), buffer)
+    print(json.dumps({**peak, "load_peak_gib": loading, "weights_gib": buffer.tell() / 2**30}))
 
 
 def compare(name: str, args, rates: dict) -> None:
@@ -227,15 +252,18 @@ def int8_bound(name: str, bf16_step: float) -> None:
           f"({bf16_step:.2f} s -> {bf16_step - saved:.2f} s) if the int8 GEMMs cost nothing else")
 
 
-def compare_memory(name: str) -> None:
-    mem = {m: run_child(__file__, ["--child-memory", name, m]) for m in ("diffusers", "ours")}
-    for m, r in mem.items():
-        print(
-            f"{m:>10} peak memory: {r['peak_gib']:.2f} GiB total, {r['above_gib']:.3f} GiB above the "
-            f"{r['weights_gib']:.2f} GiB of weights (+inputs)"
-        )
+def compare_memory(name: str, args) -> None:
+    """Peak resident memory of one step per model and precision, each in a fresh process."""
+    rows = ["diffusers", "ours"] + (["diffusers-bf16", "ours-bf16"] if args.bf16 else []) + (
+        ["ours-int8-dynamic", "ours-int8"] if args.int8 else [])
+    mem = {row: run_child(__file__, ["--child-memory", name, row]) for row in rows}
+    print("| row | weights (serialized) | peak while building | resident before the step | peak during the step |")
+    print("|---|---|---|---|---|")
+    for row, r in mem.items():
+        print(f"| {row} | {r['weights_gib']:.2f} GiB | {r['load_peak_gib']:.2f} GiB | {r['rss_before_gib']:.2f} GiB | "
+              f"{r['peak_gib']:.2f} GiB (+{r['above_gib']:.2f}) |")
     ratio = mem["ours"]["above_gib"] / mem["diffusers"]["above_gib"]
-    print(f"peak above the weights, ours / diffusers: {ratio:.2f}")
+    print(f"peak above the weights, ours / diffusers (fp32): {ratio:.2f}")
 
 
 def main() -> int:
@@ -256,7 +284,7 @@ def main() -> int:
     parser.add_argument("--int8", action="store_true", help="also time ours with int8-dynamic quantization")
     parser.add_argument("--compile", action="store_true", help="also time our model through torch.compile")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
-    parser.add_argument("--child-memory", nargs=2, metavar=("CONFIG", "MODEL"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-memory", nargs=2, metavar=("CONFIG", "ROW"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.child_memory:
@@ -278,7 +306,7 @@ def main() -> int:
     for name in list(CONFIGS) if args.config == "all" else [args.config]:
         compare(name, args, rates)
         if not args.no_memory:
-            compare_memory(name)
+            compare_memory(name, args)
     return 0
 
 

@@ -5,6 +5,7 @@ Benchmarks are scripts, not tests: run them as `python benchmarks/<script>.py --
 
 import ctypes
 import datetime
+import gc
 import importlib.metadata
 import json
 import os
@@ -237,6 +238,18 @@ def _peak_rss_bytes() -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def release_freed_heap() -> None:
+    """Free what only reference cycles keep (e.g. the float linears a quantized model replaced) and hand the
+    heap glibc keeps after frees back to the OS (malloc_trim): the resident set then counts live memory only."""
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def load_peak_gib() -> float:
+    """The process's resident high-water mark so far (GiB)."""
+    return _peak_rss_bytes() / 2**30
 
 
 def measure_peak(fn: Callable[[], object]) -> dict:
