@@ -62,7 +62,7 @@ HELDOUT: tuple[tuple[str, str, str], ...] = (
 NEW_MOTIONS: tuple[str, ...] = ("shrink",)
 _SCALING = ("grow", "shrink")  # motions whose shape stays put and changes size (no one size to name)
 # Splits joined by "+" are mixed: item i comes from their parts in turn (see SyntheticShapes).
-SPLITS = ("train", "heldout", "all", "grow", "shrink", "shrink+train", "shrink+train+train", "shrink+grow+train")
+SPLITS = ("train", "heldout", "all", "grow", "shrink", "shrink+train", "shrink+grow+train")
 
 # Geometry in pixels at the reference size of 64 px; scaled linearly for other sizes.
 _REF_SIZE = 64
