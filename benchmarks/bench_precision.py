@@ -12,14 +12,13 @@ the transformer and T5 weights.
 """
 
 import argparse
-import io
 import logging
 import statistics
 import sys
 import time
 
 import torch
-from bench_utils import print_machine
+from bench_utils import print_machine, serialized_bytes
 
 from latte.acceleration.compiled import compile_seconds, compile_transformer
 from latte.acceleration.fidelity import psnr
@@ -45,13 +44,6 @@ def load(model: str, dtype: torch.dtype, quantize: str | None, compiled: bool) -
     if compiled:
         compile_transformer(pipe)
     return pipe
-
-
-def weight_mib(module: torch.nn.Module) -> float:
-    """Serialized size of the weights (quantized modules keep packed weights outside `parameters()`)."""
-    buffer = io.BytesIO()
-    torch.save(module.state_dict(), buffer)
-    return buffer.tell() / 2**20
 
 
 def generate(pipe: LattePipeline, prompt: str, seed: int) -> tuple[torch.Tensor, float, list[float]]:
@@ -107,8 +99,8 @@ def main() -> int:
     for name, r in results.items():
         step, total = statistics.median(r["steps"]), statistics.median(r["total"])
         table[name] = dict(step_s=step, end_to_end_s=total, psnr_db=min(r["psnr"]),
-                           transformer_mib=weight_mib(pipes[name].transformer),
-                           text_encoder_mib=weight_mib(pipes[name].text_encoder))
+                           transformer_mib=serialized_bytes(pipes[name].transformer) / 2**20,
+                           text_encoder_mib=serialized_bytes(pipes[name].text_encoder) / 2**20)
         worst = "exact" if name == "fp32" else f"{table[name]['psnr_db']:.1f} dB (worst prompt)"
         print(f"| {name} | {step:.3f} s | {total:.2f} s | {fp32 / total:.2f}x | {worst} | "
               f"{table[name]['transformer_mib']:.1f} / {table[name]['text_encoder_mib']:.2f} |")

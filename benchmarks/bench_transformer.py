@@ -20,7 +20,6 @@ other op fused away for free.
 
 import argparse
 import copy
-import io
 import json
 import logging
 import sys
@@ -38,6 +37,7 @@ from bench_utils import (
     print_machine,
     release_freed_heap,
     run_child,
+    serialized_bytes,
     summary,
     tune_allocator,
 )
@@ -45,7 +45,7 @@ from diffusers import LatteTransformer3DModel
 
 from latte.acceleration.compiled import freezes
 from latte.acceleration.flops import t2v_forward_flops
-from latte.acceleration.quantize import dynamic_int8, transformer_block_linears, weight_only_int8
+from latte.acceleration.quantize import quantize_transformer
 from latte.models.latte_t2v import LatteT2VConfig, LatteT2VTransformer
 
 LATTE1 = asdict(LatteT2VConfig())  # our config's defaults are Latte-1's published transformer config
@@ -123,8 +123,7 @@ MEMORY_ROWS = {
 
 def child_memory(name: str, row: str) -> None:
     """Child process: build one model only (in its row's precision), run one step, print as JSON the peak
-    memory while building, that of the step (freed heap handed back first) and the serialized size of the
-    weights (quantized linears keep packed weights outside `parameters()`)."""
+    memory while building, that of the step (freed heap handed back first) and the serialized weight size."""
     torch.set_num_threads(2)
     kwargs, _ = CONFIGS[name]
     impl, dtype, quantize = MEMORY_ROWS[row]
@@ -133,8 +132,7 @@ def child_memory(name: str, row: str) -> None:
     if impl == "ours":
         model = LatteT2VTransformer(LatteT2VConfig(**kwargs)).to(dtype).eval().requires_grad_(False)
         if quantize is not None:
-            (dynamic_int8 if quantize == "int8-dynamic" else weight_only_int8)(
-                model, transformer_block_linears(model))
+            quantize_transformer(model, quantize)
         context = model.prepare_text(text)
         step = lambda: model(x, t, context).sample  # noqa: E731
     else:
@@ -144,9 +142,8 @@ def child_memory(name: str, row: str) -> None:
     release_freed_heap()
     with torch.inference_mode():
         peak = measure_peak(step)
-    buffer = io.BytesIO()  # after the measurement: serializing leaves its copies in the process's heap
-    torch.save(model.state_dict(), buffer)
-    print(json.dumps({**peak, "load_peak_gib": loading, "weights_gib": buffer.tell() / 2**30}))
+    weights = serialized_bytes(model)  # after the measurement: serializing leaves copies in the process's heap
+    print(json.dumps({**peak, "load_peak_gib": loading, "weights_gib": weights / 2**30}))
 
 
 def compare(name: str, args, rates: dict) -> None:
@@ -179,7 +176,7 @@ def compare(name: str, args, rates: dict) -> None:
             bf16_diff = {k: (fns[k]().float() - expected).abs().max().item() for k in fns if k.endswith("bf16")}
         if args.int8:  # what `pipe.quantize("int8-dynamic")` does to a float32 transformer on the CPU
             ours8 = copy.deepcopy(ours)
-            dynamic_int8(ours8, transformer_block_linears(ours8))
+            quantize_transformer(ours8, "int8-dynamic")
             fns["ours-int8"] = lambda: ours8(x, t, context).sample
             int8_diff = (fns["ours-int8"]() - expected).abs().max().item()
         quiet = {"log": lambda line: None}

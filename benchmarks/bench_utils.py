@@ -7,6 +7,7 @@ import ctypes
 import datetime
 import gc
 import importlib.metadata
+import io
 import json
 import os
 import platform
@@ -238,6 +239,13 @@ def _peak_rss_bytes() -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def serialized_bytes(module: torch.nn.Module) -> int:
+    """Bytes of the module's saved weights (quantized linears keep packed weights outside `parameters()`)."""
+    buffer = io.BytesIO()
+    torch.save(module.state_dict(), buffer)
+    return buffer.tell()
 
 
 def release_freed_heap() -> None:

@@ -57,13 +57,18 @@ def quantize_pipeline(pipe, mode: str) -> None:
 
     transformer = _unwrap(pipe.transformer)
     check_quantize(mode, transformer.dtype, transformer.device.type)
-    if mode == "int8-dynamic":
-        dynamic_int8(transformer, transformer_block_linears(transformer))
-    else:
-        weight_only_int8(transformer, transformer_block_linears(transformer))
+    quantize_transformer(transformer, mode)
+    if mode == "int8":
         weight_only_int8(pipe.text_encoder)
-    gc.collect()  # the replaced float linears are freed only with reference cycles: 4 GiB at Latte-1's size
+    gc.collect()  # reference cycles hold the replaced float linears until a collection: 4 GiB at Latte-1's size
     logger.info("quantized: %s", mode)
+
+
+def quantize_transformer(transformer: nn.Module, mode: str) -> None:
+    """What `pipe.quantize(mode)` does to the transformer: its block linears in int8, with dynamically
+    quantized activations ("int8-dynamic") or weight-only ("int8")."""
+    names = transformer_block_linears(transformer)
+    (dynamic_int8 if mode == "int8-dynamic" else weight_only_int8)(transformer, names)
 
 
 def dynamic_int8(model: nn.Module, names: set[str]) -> None:
