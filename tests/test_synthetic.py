@@ -116,6 +116,11 @@ def test_shrink_split_and_the_mix_with_replay():
         if motion != "shrink":
             assert (color, shape, motion) in combinations("train")
     assert caption("red", "circle", "shrink") == "a red circle shrinking"
+    # Taught by its own words only: none is a word of the domain's captions (e.g. "down", "getting", "small").
+    shrink_words = {w for phrase in motion_phrases("shrink") for w in " ".join(phrase).split()}
+    shrink_words |= {caption("red", "circle", "shrink", phrase=p).split()[-1] for p in range(4)}
+    assert shrink_words == {"shrinking", "shrinks"}
+    assert not shrink_words & {w for text in all_captions() for w in text.replace(",", "").split()}
     with pytest.raises(ValueError, match=r"unknown split 'shrink\+heldout'; allowed: .*shrink, shrink\+train"):
         SyntheticShapes(4, split="shrink+heldout")
 
