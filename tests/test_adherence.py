@@ -9,6 +9,7 @@ from latte.cli import evaluate as evaluate_cli
 from latte.cli.main import main
 from latte.data.synthetic import HELDOUT, PARAPHRASES_PER_COMBINATION, combinations, paraphrase_prompts, render_clip
 from latte.evaluation.adherence import (
+    compare_adherence,
     evaluate_adherence,
     format_table,
     ground_truth_check,
@@ -206,3 +207,63 @@ def test_cli_evaluates_a_model_with_lora_adapters(capsys, tmp_path):
     assert main([*args, "--lora", str(stranger)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("latte eval: error: adapter ") and "does not fit" in err and err.count("\n") == 1, err
+
+
+def _record(prompt, seed, right, split="heldout"):
+    """An adherence record of a red circle moving left, read right or as a square."""
+    read = {"color": "red", "shape": "circle" if right else "square", "motion": "left", "consistency": 1.0,
+            "jitter": 0.0}
+    return {"split": split, "prompt": prompt, "seed": seed, "color": "red", "shape": "circle", "motion": "left",
+            "read": read}
+
+
+def test_comparison_counts_what_was_lost_and_gained_per_prompt():
+    """Ten prompts x 2 seeds; after the change prompt 0 loses both seeds, prompt 1 gains one: -1 / 20 = -5
+    points of shape. The bootstrap draws whole prompts, so its interval holds the change, and an unchanged
+    attribute (colour) has an interval of exactly zero."""
+    before = {"videos": [_record(f"p{i}", s, right=i != 1 or s == 1) for i in range(10) for s in (0, 1)]}
+    after = {"videos": [_record(f"p{i}", s, right=i != 0) for i in range(10) for s in (0, 1)]}
+    row = compare_adherence(before, after)["heldout"]
+    shape = row["shape"]
+    assert (row["videos"], row["prompts"], shape["lost"], shape["gained"]) == (20, 10, 2, 1)
+    assert shape["before"] == 0.95 and shape["after"] == 0.9 and shape["change"] == pytest.approx(-0.05)
+    assert -0.5 < shape["low"] < -0.05 < shape["high"] < 0.25  # the extremes: -1 (all draws prompt 0), +0.5
+    assert row["color"] == {"before": 1.0, "after": 1.0, "change": 0.0, "lost": 0, "gained": 0,
+                            "low": 0.0, "high": 0.0}
+
+
+def test_comparison_pairs_videos_and_adds_the_old_splits():
+    """Only videos in both results are compared (same split, prompt and seed); with the new motion present an
+    'old' row pools the other splits; results with nothing in common are refused."""
+    before = {"videos": [_record("a", 0, True), _record("a", 1, True), _record("s", 0, False, split="shrink")]}
+    after = {"videos": [_record("a", 0, False), _record("s", 0, True, split="shrink"), _record("a", 7, False)]}
+    rows = compare_adherence(before, after)
+    assert list(rows) == ["heldout", "shrink", "old", "all"]
+    assert rows["old"]["videos"] == 1 and rows["old"]["shape"]["change"] == -1.0
+    assert rows["all"]["videos"] == 2 and rows["all"]["shape"]["change"] == 0.0
+    with pytest.raises(ValueError, match="share no video"):
+        compare_adherence(before, {"videos": [_record("b", 0, True)]})
+
+
+def test_cli_compares_saved_results(capsys, tmp_path):
+    """`--from` reads results instead of generating (repeated: pooled, e.g. two training seeds), `--baseline`
+    prints the comparison and keeps it in the --json report; a file that is no result is named in one line."""
+    before = {"videos": [_record(f"p{i}", 0, True) for i in range(4)]}
+    after = [{"videos": [_record(f"p{i}", 0, i != k) for i in range(4)]} for k in (0, 1)]
+    paths = []
+    for name, result in (("before", before), ("after0", after[0]), ("after1", after[1])):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(result))
+    out = tmp_path / "cmp.json"
+    assert main(["eval", "adherence", "--from", str(paths[1]), "--from", str(paths[2]), "--baseline",
+                 str(paths[0]), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| heldout | 8 | 100.0% | 75.0% |" in printed  # the pooled table: 2 of 8 videos lose their shape
+    assert "| heldout | 8 | 100.0 -> 100.0% (+0.0; -0/+0; [+0.0, +0.0]) | 100.0 -> 75.0% (-25.0; -2/+0; " in printed
+    report = json.loads(out.read_text())
+    assert report["baseline"]["comparison"]["heldout"]["shape"]["lost"] == 2
+
+    (tmp_path / "other.json").write_text(json.dumps({"table": {}}))
+    assert main(["eval", "adherence", "--from", str(paths[1]), "--baseline", str(tmp_path / "other.json")]) == 2
+    err = capsys.readouterr().err
+    assert "other.json is not a result of `latte eval adherence --json`" in err and err.count("\n") == 1, err

@@ -22,6 +22,9 @@ from latte.pipelines import LattePipeline
         (["--seeds", "0", "-1"], r"--seeds must be from 0 to \d+, got -1"),
         (["--ground-truth", "-1"], r"--ground-truth must be >= 0, got -1"),
         (["--dtype", "bf16", "--quantize", "int8-dynamic"], r"int8-dynamic on CPU quantizes float32 models, not "),
+        (["--baseline", "{tmp}/file"], r"corrupt JSON file .*file"),
+        (["--from", "{tmp}/missing.json"], r"missing file: .*missing.json"),
+        (["--from", "{tmp}/file", "--ground-truth", "3"], r"--from reads generated videos' readings; --ground-truth"),
         (["--lora", "{tmp}/nowhere:0.5"], r"--lora .*nowhere:0.5: .* is not a LoRA adapter folder"),
     ],
 )

@@ -44,6 +44,14 @@ def register(subparsers) -> None:
                    help="quantize the pipeline as `latte generate --quantize` does (int8-dynamic needs fp32)")
     a.add_argument("--json", default=None,  # a str: "" (an unset variable) is refused, not read as "."
                    help="also write the table and per-video readings to this file")
+    a.add_argument("--baseline", default=None, metavar="FILE",
+                   help="compare with this earlier --json result (e.g. the model without its adapter) on the "
+                   "videos both hold: the change per split and attribute, the videos lost and gained, and a 95%% "
+                   "interval of the change (a paired bootstrap over prompts)")
+    a.add_argument("--from", dest="sources", action="append", default=[], metavar="FILE",
+                   help="read the readings from this earlier --json result instead of generating (with "
+                   "--baseline: compare saved results); repeatable, e.g. adapters of several training seeds, "
+                   "whose videos are pooled")
     a.add_argument("--ground-truth", type=int, default=0, metavar="N",
                    help="instead of generating, check the analyser on N rendered clips")
     a.set_defaults(run=run_adherence)
@@ -53,7 +61,7 @@ def check_adherence_args(args: argparse.Namespace) -> None:
     """Everything that can be checked before minutes of evaluation: numbers, precision and the --json target."""
     from latte.cli.arguments import check_at_least, check_finite, check_seed
     from latte.cli.generate import lora_spec, torch_dtype
-    from latte.evaluation.adherence import prompt_set
+    from latte.evaluation.adherence import prompt_set, read_adherence
     from latte.outputs import check_file_target
 
     for seed in args.seeds:
@@ -71,15 +79,24 @@ def check_adherence_args(args: argparse.Namespace) -> None:
         check_quantize(args.quantize, torch_dtype(args.dtype), "cpu")
     if args.json is not None:
         check_file_target(args.json)
+    if args.sources and args.ground_truth:
+        raise ValueError("--from reads generated videos' readings; --ground-truth checks the analyser: use one")
+    for path in [args.baseline, *args.sources]:
+        if path is not None:
+            read_adherence(path)
 
 
 def run_adherence(args: argparse.Namespace) -> int:
     from latte.cli.generate import apply_loras, resolve_model, torch_dtype
     from latte.evaluation.adherence import (
+        compare_adherence,
         evaluate_adherence,
+        format_comparison,
         format_table,
         ground_truth_check,
+        pool_adherence,
         prompt_set,
+        read_adherence,
     )
     from latte.models.io import write_json
 
@@ -87,6 +104,9 @@ def run_adherence(args: argparse.Namespace) -> int:
     if args.ground_truth:
         result = {"table": ground_truth_check(args.ground_truth)}
         print(f"analyser on {args.ground_truth} rendered clips (ground truth):")
+    elif args.sources:
+        result = pool_adherence([read_adherence(path) for path in args.sources])
+        print(f"{', '.join(args.sources)}: {len(result['videos'])} videos")
     else:
         from latte.pipelines import LattePipeline
         from latte.pipelines.text_to_video import unrepresented_words
@@ -119,6 +139,12 @@ def run_adherence(args: argparse.Namespace) -> int:
         if unknown:
             print(f"words of the prompts this model's tokenizer cannot represent: {', '.join(unknown)}")
     print(format_table(result["table"]))
+    if args.baseline is not None:
+        rows = compare_adherence(read_adherence(args.baseline), result)
+        print(f"\nagainst {args.baseline} (before -> after, change in points; videos lost / gained; 95% interval "
+              "of the change):")
+        print(format_comparison(rows))
+        result["baseline"] = {"file": str(args.baseline), "comparison": rows}
     if args.json is not None:
         write_json(args.json, result)
         print(f"wrote {args.json}")

@@ -224,6 +224,108 @@ def format_table(rows: dict) -> str:
     return "\n".join(lines)
 
 
+ATTRIBUTES = ("color", "shape", "motion", "all")
+
+
+def _hit(video: dict, attr: str) -> bool:
+    keys = ("color", "shape", "motion") if attr == "all" else (attr,)
+    return all(video["read"][k] == video[k] for k in keys)
+
+
+def read_adherence(path) -> dict:
+    """A result that `latte eval adherence --json` wrote, checked to hold per-video readings."""
+    from latte.models.io import read_json
+
+    result = read_json(path)
+    videos = result.get("videos") if isinstance(result, dict) else None
+    fields = ("split", "prompt", "seed", "color", "shape", "motion", "read")
+    if not isinstance(videos, list) or not videos or not all(
+        isinstance(v, dict) and all(f in v for f in fields) and isinstance(v["read"], dict)
+        and all(a in v["read"] for a in ("color", "shape", "motion")) for v in videos
+    ):
+        raise ValueError(f"{path} is not a result of `latte eval adherence --json`: it needs a list 'videos' of "
+                         f"records with {', '.join(fields)}")
+    return result
+
+
+def pool_adherence(results: list[dict]) -> dict:
+    """Several results (e.g. adapters of different training seeds) as one: their videos together, scored."""
+    videos = [v for r in results for v in r["videos"]]
+    cases = [PromptCase(v["prompt"], v["color"], v["shape"], v["motion"], v["split"]) for v in videos]
+    readings = [ClipReading(**v["read"]) for v in videos]
+    return {"table": score(cases, readings), "videos": videos}
+
+
+def compare_adherence(before: dict, after: dict, resamples: int = 2000, seed: int = 0) -> dict:
+    """Per split and attribute: accuracy before and after (two results of `evaluate_adherence`, e.g. a model
+    and its adapter), on the videos both hold (same prompt, split and seed, so the same starting noise).
+
+    Also the videos the change lost and gained, and a 95% interval of the change in accuracy from a paired
+    bootstrap over prompts (all seeds of a drawn prompt go together: a prompt's seeds are not independent).
+    The interval says what these videos can resolve: a bound such as "no more than 3 points lost" is shown
+    only when its lower end lies above -3. Rows: each split, "old" (every split but the new motion, when
+    both are present) and "all".
+    """
+    def key(v):
+        return (v["split"], v["prompt"], v["seed"])
+
+    first = {key(v): v for v in before["videos"]}
+    pairs = [(first[key(v)], v) for v in after["videos"] if key(v) in first]
+    if not pairs:
+        raise ValueError("the two adherence results share no video (same prompt, split and seed): compare runs "
+                         "made with the same --seeds, --num-seen and --shrink")
+    splits = [s for s in PROMPT_SPLITS if any(b["split"] == s for b, _ in pairs)]
+    groups = {s: [s] for s in splits}
+    if "shrink" in splits and len(splits) > 1:
+        groups["old"] = [s for s in splits if s != "shrink"]
+    groups["all"] = splits
+    rng = torch.Generator().manual_seed(seed)
+    rows = {}
+    for name, members in groups.items():
+        by_prompt: dict[tuple, list] = {}
+        for b, a in pairs:
+            if b["split"] in members:
+                by_prompt.setdefault((b["split"], b["prompt"]), []).append((b, a))
+        prompts = list(by_prompt.values())
+        n = sum(len(p) for p in prompts)
+        draws = torch.randint(len(prompts), (resamples, len(prompts)), generator=rng)
+        row = {"videos": n, "prompts": len(prompts)}
+        for attr in ATTRIBUTES:
+            # Per prompt: (videos, change in hits); a resample sums the drawn prompts' changes and sizes.
+            size = torch.tensor([len(p) for p in prompts], dtype=torch.float64)
+            delta = torch.tensor([sum(_hit(a, attr) - _hit(b, attr) for b, a in p) for p in prompts],
+                                 dtype=torch.float64)
+            changes = (delta[draws].sum(1) / size[draws].sum(1)).sort().values
+            lost = sum(_hit(b, attr) and not _hit(a, attr) for b, a in (x for p in prompts for x in p))
+            gained = sum(_hit(a, attr) and not _hit(b, attr) for b, a in (x for p in prompts for x in p))
+            hits_before = sum(_hit(b, attr) for b, _ in (x for p in prompts for x in p))
+            row[attr] = {
+                "before": hits_before / n, "after": (hits_before - lost + gained) / n,
+                "change": (gained - lost) / n, "lost": lost, "gained": gained,
+                "low": float(changes[int(0.025 * (resamples - 1))]),
+                "high": float(changes[int(0.975 * (resamples - 1))]),
+            }
+        rows[name] = row
+    return rows
+
+
+def format_comparison(rows: dict) -> str:
+    """`compare_adherence` as a Markdown table: before -> after (change in points, videos lost / gained,
+    95% interval of the change)."""
+    lines = [
+        "| split | videos | colour | shape | motion | all three |",
+        "|---|---|---|---|---|---|",
+    ]
+    for split, r in rows.items():
+        cells = [
+            f"{100 * c['before']:.1f} -> {100 * c['after']:.1f}% ({100 * c['change']:+.1f}; "
+            f"-{c['lost']}/+{c['gained']}; [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}])"
+            for c in (r[a] for a in ATTRIBUTES)
+        ]
+        lines.append(f"| {split} | {r['videos']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 @torch.no_grad()
 def evaluate_adherence(pipeline, cases: list[PromptCase], seeds: list[int], batch_size: int = 8,
                        **call_kwargs) -> dict:
