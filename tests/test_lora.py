@@ -344,10 +344,10 @@ def test_lora_under_ddp_and_fsdp(setup, tmp_path):
 
 
 def test_concept_config_trains_an_adapter(setup, tmp_path):
-    """configs/lora-concept.yaml parses; two steps of it (its split, LoRA rank and targets) on the tiny model
+    """configs/lora-shapes.yaml parses; two steps of it (its split, LoRA rank and targets) on the tiny model
     export an adapter."""
     root, components, pretrained = setup
-    path = Path(__file__).parents[1] / "configs" / "lora-concept.yaml"
+    path = Path(__file__).parents[1] / "configs" / "lora-shapes.yaml"
     shipped = load_config(path)
     assert shipped.data.split == "shrink+train" and shipped.train.lora.rank <= 16 and shipped.export_dir
     cfg = load_config(path, [

@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     a.add_argument("--num-seen", type=int, default=24, help="training combinations to prompt (default 24)")
     a.add_argument("--shrink", action="store_true",
                    help="also prompt every colour x shape shrinking, a motion the shipped model never saw (the "
-                   "new concept of configs/lora-concept.yaml), reported as the split 'shrink'")
+                   "new concept of configs/lora-shapes.yaml), reported as the split 'shrink'")
     a.add_argument("--steps", type=int, default=None,
                    help="denoising steps (default: the model's `latte generate` default)")
     a.add_argument("--guidance", type=float, default=None,

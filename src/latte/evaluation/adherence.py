@@ -173,7 +173,7 @@ def prompt_set(num_seen: int = 24, paraphrase: bool = True, shrink: bool = False
     in the paraphrases of `latte.data.synthetic.paraphrase_prompts` ("the box that drifts upwards is cyan"):
     sentence shapes no training caption uses, in words only the rich training vocabulary teaches, then (with
     `shrink`) every colour x shape shrinking ("a red circle shrinking"), the new concept of
-    `configs/lora-concept.yaml`."""
+    `configs/lora-shapes.yaml`."""
     train = combinations("train")
     if not 1 <= num_seen <= len(train):
         raise ValueError(f"num_seen must be in 1..{len(train)}, got {num_seen}")
