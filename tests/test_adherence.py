@@ -243,6 +243,8 @@ def test_comparison_pairs_videos_and_adds_the_old_splits():
     assert rows["all"]["videos"] == 2 and rows["all"]["shape"]["change"] == 0.0
     with pytest.raises(ValueError, match="share no video"):
         compare_adherence(before, {"videos": [_record("b", 0, True)]})
+    with pytest.raises(ValueError, match="the baseline holds some video twice"):
+        compare_adherence({"videos": before["videos"] * 2}, after)
 
 
 def test_cli_compares_saved_results(capsys, tmp_path):

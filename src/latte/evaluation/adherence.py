@@ -270,6 +270,9 @@ def compare_adherence(before: dict, after: dict, resamples: int = 2000, seed: in
         return (v["split"], v["prompt"], v["seed"])
 
     first = {key(v): v for v in before["videos"]}
+    if len(first) < len(before["videos"]):
+        raise ValueError("the baseline holds some video twice (same prompt, split and seed: pooled results?); "
+                         "compare against the result of one run")
     pairs = [(first[key(v)], v) for v in after["videos"] if key(v) in first]
     if not pairs:
         raise ValueError("the two adherence results share no video (same prompt, split and seed): compare runs "
