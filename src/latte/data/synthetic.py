@@ -67,7 +67,11 @@ SPLITS = ("train", "heldout", "all", "grow", "shrink", "shrink+train", "shrink+g
 # Geometry in pixels at the reference size of 64 px; scaled linearly for other sizes.
 _REF_SIZE = 64
 _RADIUS = {"small": 7.0, "large": 10.0}  # half-extent of a moving shape
-_GROW_RADIUS = (5.0, 13.0)  # a growing shape goes from the first to the second half-extent (shrink: back)
+_GROW_RADIUS = (5.0, 13.0)  # a growing shape goes from the first to the second half-extent
+# A shrinking one stops short of where growing starts: at 5 px (under 2 latent pixels across) squares, circles
+# and triangles look alike, and an adapter taught such clips drew held-out combinations' shapes as circles
+# (docs/training.md, "LoRA").
+_SHRINK_RADIUS = (13.0, 6.5)
 _TRAVEL = 24.0  # distance a moving shape covers over the clip
 _MARGIN = 2.0  # pixels kept free between the shape and the frame border
 
@@ -312,7 +316,7 @@ def render_clip(color: str, shape: str, motion: str, background: str = "black", 
     `start` is the shape centre in the first frame as fractions of the range that keeps the whole path
     inside the frame (0.5, 0.5 = as central as possible); `travel` is the path length in reference pixels
     (64-px frame), ignored for "grow", which stays put and scales from 5 to 13 reference pixels, and for
-    "shrink", which scales back from 13 to 5.
+    "shrink", which scales back from 13 to 6.5.
     """
     label_of(color, shape, motion)
     if background not in BACKGROUNDS:
@@ -324,10 +328,8 @@ def render_clip(color: str, shape: str, motion: str, background: str = "black", 
     scale = size / _REF_SIZE
     progress = torch.linspace(0, 1, num_frames)  # (F,)
     if motion in _SCALING:
-        r0, r1 = (v * scale for v in _GROW_RADIUS)
-        reach = 1.25 * r1 + _MARGIN * scale  # the largest shape must fit
-        if motion == "shrink":
-            r0, r1 = r1, r0
+        r0, r1 = (v * scale for v in (_GROW_RADIUS if motion == "grow" else _SHRINK_RADIUS))
+        reach = 1.25 * max(r0, r1) + _MARGIN * scale  # the largest shape must fit
         radius = r0 + (r1 - r0) * progress
         dx = dy = torch.zeros(num_frames)
     else:
