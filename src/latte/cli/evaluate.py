@@ -61,7 +61,7 @@ def check_adherence_args(args: argparse.Namespace) -> None:
     """Everything that can be checked before minutes of evaluation: numbers, precision and the --json target."""
     from latte.cli.arguments import check_at_least, check_finite, check_seed
     from latte.cli.generate import lora_spec, torch_dtype
-    from latte.evaluation.adherence import prompt_set, read_adherence
+    from latte.evaluation.adherence import prompt_set, read_adherence, video_key
     from latte.outputs import check_file_target
 
     for seed in args.seeds:
@@ -79,11 +79,21 @@ def check_adherence_args(args: argparse.Namespace) -> None:
         check_quantize(args.quantize, torch_dtype(args.dtype), "cpu")
     if args.json is not None:
         check_file_target(args.json)
-    if args.sources and args.ground_truth:
-        raise ValueError("--from reads generated videos' readings; --ground-truth checks the analyser: use one")
-    for path in [args.baseline, *args.sources]:
-        if path is not None:
-            read_adherence(path)
+    if args.ground_truth and (args.sources or args.baseline):
+        raise ValueError("--ground-truth checks the analyser on rendered clips; --from and --baseline are about "
+                         "generated videos: use one or the other")
+    if args.sources and (args.model or args.lora or args.quantize):
+        raise ValueError("--from reads saved readings; --model, --lora and --quantize only apply when generating")
+    for path in args.sources:
+        read_adherence(path)
+    if args.baseline is not None:
+        baseline = {video_key(v) for v in read_adherence(args.baseline)["videos"]}
+        if not args.sources:  # the videos this run will generate must be in the baseline
+            planned = {(c.split, c.prompt, seed) for c in prompt_set(args.num_seen, shrink=args.shrink)
+                       for seed in args.seeds}
+            if not planned & baseline:
+                raise ValueError(f"--baseline {args.baseline} holds none of the videos this run generates: use the "
+                                 "same --seeds, --num-seen and --shrink as the run that wrote it")
 
 
 def run_adherence(args: argparse.Namespace) -> int:

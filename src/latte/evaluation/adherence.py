@@ -256,6 +256,11 @@ def pool_adherence(results: list[dict]) -> dict:
     return {"table": score(cases, readings), "videos": videos}
 
 
+def video_key(video: dict) -> tuple[str, str, int]:
+    """What pairs two results' videos: the same prompt of the same split at the same seed (the same noise)."""
+    return (video["split"], video["prompt"], video["seed"])
+
+
 def compare_adherence(before: dict, after: dict, resamples: int = 2000, seed: int = 0) -> dict:
     """Per split and attribute: accuracy before and after (two results of `evaluate_adherence`, e.g. a model
     and its adapter), on the videos both hold (same prompt, split and seed, so the same starting noise).
@@ -266,9 +271,7 @@ def compare_adherence(before: dict, after: dict, resamples: int = 2000, seed: in
     only when its lower end lies above -3. Rows: each split, "old" (every split but the new motion, when
     both are present) and "all".
     """
-    def key(v):
-        return (v["split"], v["prompt"], v["seed"])
-
+    key = video_key
     first = {key(v): v for v in before["videos"]}
     if len(first) < len(before["videos"]):
         raise ValueError("the baseline holds some video twice (same prompt, split and seed: pooled results?); "
