@@ -196,10 +196,13 @@ def test_cli_evaluates_a_model_with_lora_adapters(capsys, tmp_path):
     args = ["eval", "adherence", "--model", str(folder), "--seeds", "0", "--num-seen", "1", "--steps", "1",
             "--batch-size", "64"]
     assert main([*args, "--json", str(tmp_path / "base.json")]) == 0
-    assert main([*args, "--lora", f"{adapter}:0", "--json", str(tmp_path / "zero.json")]) == 0
+    assert main([*args, "--lora", f"{adapter}:0", "--json", str(tmp_path / "zero.json"), "--baseline",
+                 str(tmp_path / "base.json")]) == 0
     assert f"+ LoRA {adapter}:0 (fp32):" in capsys.readouterr().out
     base, zero = (json.loads((tmp_path / name).read_text()) for name in ("base.json", "zero.json"))
     assert zero["videos"] == base["videos"] and zero["settings"]["lora"] == [f"{adapter}:0"]
+    unchanged = zero["baseline"]["comparison"]["all"]  # compared with the base model's videos: nothing moved
+    assert all((unchanged[a]["lost"], unchanged[a]["gained"]) == (0, 0) for a in ("color", "shape", "motion"))
 
     deeper = build_tiny_pipeline_folder(tmp_path / "deeper", num_layers=4)
     stranger = _random_adapter(deeper, tmp_path / "stranger")
