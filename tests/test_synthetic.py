@@ -144,8 +144,8 @@ def test_shrinking_shapes_get_smaller_and_read_as_shrink():
         area = ((video - video[:, :1, :1, :1]).abs().sum(0) > 0.1).sum((1, 2))  # pixels off the background
         grow = render_clip("cyan", shape, "grow", "gray")
         grow_area = ((grow - grow[:, :1, :1, :1]).abs().sum(0) > 0.1).sum((1, 2))
-        # From where growing ends to twice its first half-extent (6.5 px against 5): a quarter of the area,
-        # and not the sizes at which the three shapes look alike.
+        # From where growing ends (13 px) to half that (6.5 px): a quarter of the area, and larger than where
+        # growing starts (5 px), the size at which the three shapes look alike.
         torch.testing.assert_close(video[:, 0], grow[:, -1], atol=1e-5, rtol=0)
         assert (area[1:] <= area[:-1]).all() and 3 * area[-1] < area[0] < 5 * area[-1]
         assert area[-1] > 1.3 * grow_area[0]  # (6.5 / 5)^2 = 1.69 for the exact shapes

@@ -59,6 +59,8 @@ def register(subparsers) -> None:
 
 def check_adherence_args(args: argparse.Namespace) -> None:
     """Everything that can be checked before minutes of evaluation: numbers, precision and the --json target."""
+    from dataclasses import asdict
+
     from latte.cli.arguments import check_at_least, check_finite, check_seed
     from latte.cli.generate import lora_spec, torch_dtype
     from latte.evaluation.adherence import prompt_set, read_adherence, video_key
@@ -89,7 +91,7 @@ def check_adherence_args(args: argparse.Namespace) -> None:
     if args.baseline is not None:
         baseline = {video_key(v) for v in read_adherence(args.baseline)["videos"]}
         if not args.sources:  # the videos this run will generate must be in the baseline
-            planned = {(c.split, c.prompt, seed) for c in prompt_set(args.num_seen, shrink=args.shrink)
+            planned = {video_key({**asdict(c), "seed": seed}) for c in prompt_set(args.num_seen, shrink=args.shrink)
                        for seed in args.seeds}
             if not planned & baseline:
                 raise ValueError(f"--baseline {args.baseline} holds none of the videos this run generates: use the "

@@ -271,12 +271,11 @@ def compare_adherence(before: dict, after: dict, resamples: int = 2000, seed: in
     only when its lower end lies above -3. Rows: each split, "old" (every split but the new motion, when
     both are present) and "all".
     """
-    key = video_key
-    first = {key(v): v for v in before["videos"]}
+    first = {video_key(v): v for v in before["videos"]}
     if len(first) < len(before["videos"]):
         raise ValueError("the baseline holds some video twice (same prompt, split and seed: pooled results?); "
                          "compare against the result of one run")
-    pairs = [(first[key(v)], v) for v in after["videos"] if key(v) in first]
+    pairs = [(first[video_key(v)], v) for v in after["videos"] if video_key(v) in first]
     if not pairs:
         raise ValueError("the two adherence results share no video (same prompt, split and seed): compare runs "
                          "made with the same --seeds, --num-seen and --shrink")
@@ -293,18 +292,19 @@ def compare_adherence(before: dict, after: dict, resamples: int = 2000, seed: in
             if b["split"] in members:
                 by_prompt.setdefault((b["split"], b["prompt"]), []).append((b, a))
         prompts = list(by_prompt.values())
-        n = sum(len(p) for p in prompts)
+        videos = [pair for p in prompts for pair in p]
+        n = len(videos)
+        # A resample sums the drawn prompts' changes in hits and their numbers of videos.
+        size = torch.tensor([len(p) for p in prompts], dtype=torch.float64)
         draws = torch.randint(len(prompts), (resamples, len(prompts)), generator=rng)
         row = {"videos": n, "prompts": len(prompts)}
         for attr in ATTRIBUTES:
-            # Per prompt: (videos, change in hits); a resample sums the drawn prompts' changes and sizes.
-            size = torch.tensor([len(p) for p in prompts], dtype=torch.float64)
             delta = torch.tensor([sum(_hit(a, attr) - _hit(b, attr) for b, a in p) for p in prompts],
                                  dtype=torch.float64)
             changes = (delta[draws].sum(1) / size[draws].sum(1)).sort().values
-            lost = sum(_hit(b, attr) and not _hit(a, attr) for b, a in (x for p in prompts for x in p))
-            gained = sum(_hit(a, attr) and not _hit(b, attr) for b, a in (x for p in prompts for x in p))
-            hits_before = sum(_hit(b, attr) for b, _ in (x for p in prompts for x in p))
+            lost = sum(_hit(b, attr) and not _hit(a, attr) for b, a in videos)
+            gained = sum(_hit(a, attr) and not _hit(b, attr) for b, a in videos)
+            hits_before = sum(_hit(b, attr) for b, _ in videos)
             row[attr] = {
                 "before": hits_before / n, "after": (hits_before - lost + gained) / n,
                 "change": (gained - lost) / n, "lost": lost, "gained": gained,
