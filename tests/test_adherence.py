@@ -272,3 +272,27 @@ def test_cli_compares_saved_results(capsys, tmp_path):
     assert main(["eval", "adherence", "--from", str(paths[1]), "--baseline", str(tmp_path / "other.json")]) == 2
     err = capsys.readouterr().err
     assert "other.json is not a result of `latte eval adherence --json`" in err and err.count("\n") == 1, err
+
+
+def test_cli_pools_baselines_of_other_seeds(capsys, tmp_path):
+    """Repeated --baseline pools results of other seeds (e.g. before with seeds 0-5 and with 6-11) and pairs
+    each video with its own seed; a video in two baselines is refused in one line before anything is read."""
+    def write(name, videos):
+        (tmp_path / name).write_text(json.dumps({"videos": videos}))
+        return str(tmp_path / name)
+
+    base0 = write("b0.json", [_record(f"p{i}", 0, True) for i in range(4)])
+    base1 = write("b1.json", [_record(f"p{i}", 1, i != 0) for i in range(4)])
+    after = write("a.json", [_record(f"p{i}", s, i == 0) for i in range(4) for s in (0, 1)])
+    out = tmp_path / "cmp.json"
+    assert main(["eval", "adherence", "--from", after, "--baseline", base0, "--baseline", base1,
+                 "--json", str(out)]) == 0
+    heldout = json.loads(out.read_text())["baseline"]["comparison"]["heldout"]
+    shape = heldout["shape"]
+    # before: 7 of 8 right (p0 at seed 1 wrong); after: p0 right at both seeds, the rest wrong
+    assert (heldout["videos"], shape["lost"], shape["gained"]) == (8, 6, 1)
+    assert abs(shape["change"] - (2 / 8 - 7 / 8)) < 1e-9
+    assert f"against {base0}, {base1}" in capsys.readouterr().out
+    assert main(["eval", "adherence", "--from", after, "--baseline", base0, "--baseline", base0]) == 2
+    err = capsys.readouterr().err
+    assert "is in the baseline twice" in err and err.count("\n") == 1, err

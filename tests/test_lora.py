@@ -124,6 +124,35 @@ def test_round_trip_scale_fuse_unload(adapter):
     assert all(torch.equal(v, base[k]) for k, v in model.state_dict().items())
 
 
+def test_scrambled_control_adapter_keeps_each_updates_size_not_its_direction(adapter, tmp_path, capsys):
+    """scripts/scramble_lora.py: every layer's B @ A keeps its singular values, points elsewhere, and loads."""
+    import importlib.util
+
+    from safetensors.torch import load_file
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "scramble_lora.py"
+    spec = importlib.util.spec_from_file_location("scramble_lora", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    base, folder, expected = adapter
+    assert script.main([str(folder), "-o", str(tmp_path / "c"), "--seed", "1"]) == 0
+    assert script.main([str(folder), "-o", str(tmp_path / "c2"), "--seed", "1"]) == 0
+    assert (tmp_path / "c" / lora.WEIGHTS_NAME).read_bytes() == (tmp_path / "c2" / lora.WEIGHTS_NAME).read_bytes()
+    trained, scrambled = (load_file(f / lora.WEIGHTS_NAME) for f in (folder, tmp_path / "c"))
+    a_keys = [k for k in trained if k.endswith("lora_A.weight")]
+    assert a_keys and sorted(scrambled) == sorted(trained)
+    for key in a_keys:
+        b_key = key.replace("lora_A", "lora_B")
+        before, after = trained[b_key] @ trained[key], scrambled[b_key] @ scrambled[key]
+        assert torch.allclose(torch.linalg.svdvals(after), torch.linalg.svdvals(before), rtol=1e-4, atol=1e-6)
+        assert not torch.allclose(after, before)
+    model = _ours(KWARGS, base)
+    lora.load_adapter(model, tmp_path / "c")
+    assert not torch.allclose(_run(model, _inputs()), expected)
+    assert script.main([str(tmp_path / "missing"), "-o", str(tmp_path / "d")]) == 2
+    assert "adapter_config.json and adapter_model.safetensors missing" in capsys.readouterr().err
+
+
 def test_adapters_that_do_not_fit(adapter, tmp_path):
     base, folder, _ = adapter
     deeper = LatteT2VTransformer(LatteT2VConfig(**{**KWARGS, "num_layers": 3}))

@@ -44,10 +44,11 @@ def register(subparsers) -> None:
                    help="quantize the pipeline as `latte generate --quantize` does (int8-dynamic needs fp32)")
     a.add_argument("--json", default=None,  # a str: "" (an unset variable) is refused, not read as "."
                    help="also write the table and per-video readings to this file")
-    a.add_argument("--baseline", default=None, metavar="FILE",
+    a.add_argument("--baseline", action="append", default=[], metavar="FILE",
                    help="compare with this earlier --json result (e.g. the model without its adapter) on the "
                    "videos both hold: the change per split and attribute, the videos lost and gained, and a 95%% "
-                   "interval of the change (a paired bootstrap over prompts)")
+                   "interval of the change (a paired bootstrap over prompts); repeatable for results of other "
+                   "seeds, which are pooled (no video may be in two of them)")
     a.add_argument("--from", dest="sources", action="append", default=[], metavar="FILE",
                    help="read the readings from this earlier --json result instead of generating (with "
                    "--baseline: compare saved results); repeatable, e.g. adapters of several training seeds, "
@@ -88,14 +89,18 @@ def check_adherence_args(args: argparse.Namespace) -> None:
         raise ValueError("--from reads saved readings; --model, --lora and --quantize only apply when generating")
     for path in args.sources:
         read_adherence(path)
-    if args.baseline is not None:
-        baseline = {video_key(v) for v in read_adherence(args.baseline)["videos"]}
+    if args.baseline:
+        videos = [video_key(v) for path in args.baseline for v in read_adherence(path)["videos"]]
+        baseline = set(videos)
+        if len(baseline) < len(videos):
+            raise ValueError(f"--baseline {' '.join(args.baseline)}: some video (same prompt, split and seed) is "
+                             "in the baseline twice; a baseline pools results of different seeds, one per video")
         if not args.sources:  # the videos this run will generate must be in the baseline
             planned = {video_key({**asdict(c), "seed": seed}) for c in prompt_set(args.num_seen, shrink=args.shrink)
                        for seed in args.seeds}
             if not planned & baseline:
-                raise ValueError(f"--baseline {args.baseline} holds none of the videos this run generates: use the "
-                                 "same --seeds, --num-seen and --shrink as the run that wrote it")
+                raise ValueError(f"--baseline {' '.join(args.baseline)} holds none of the videos this run generates: "
+                                 "use the same --seeds, --num-seen and --shrink as the run that wrote it")
 
 
 def run_adherence(args: argparse.Namespace) -> int:
@@ -151,12 +156,12 @@ def run_adherence(args: argparse.Namespace) -> int:
         if unknown:
             print(f"words of the prompts this model's tokenizer cannot represent: {', '.join(unknown)}")
     print(format_table(result["table"]))
-    if args.baseline is not None:
-        rows = compare_adherence(read_adherence(args.baseline), result)
-        print(f"\nagainst {args.baseline} (before -> after, change in points; videos lost / gained; 95% interval "
-              "of the change):")
+    if args.baseline:
+        rows = compare_adherence(pool_adherence([read_adherence(path) for path in args.baseline]), result)
+        print(f"\nagainst {', '.join(args.baseline)} (before -> after, change in points; videos lost / gained; "
+              "95% interval of the change):")
         print(format_comparison(rows))
-        result["baseline"] = {"file": str(args.baseline), "comparison": rows}
+        result["baseline"] = {"files": args.baseline, "comparison": rows}
     if args.json is not None:
         write_json(args.json, result)
         print(f"wrote {args.json}")
