@@ -276,7 +276,7 @@ def test_cli_compares_saved_results(capsys, tmp_path):
 
 def test_cli_pools_baselines_of_other_seeds(capsys, tmp_path):
     """Repeated --baseline pools results of other seeds (e.g. before with seeds 0-5 and with 6-11) and pairs
-    each video with its own seed; a video in two baselines is refused in one line before anything is read."""
+    each video with its own seed; a video in two baselines is refused in one line, before any generation."""
     def write(name, videos):
         (tmp_path / name).write_text(json.dumps({"videos": videos}))
         return str(tmp_path / name)
