@@ -295,4 +295,4 @@ def test_cli_pools_baselines_of_other_seeds(capsys, tmp_path):
     assert f"against {base0}, {base1}" in capsys.readouterr().out
     assert main(["eval", "adherence", "--from", after, "--baseline", base0, "--baseline", base0]) == 2
     err = capsys.readouterr().err
-    assert "is in the baseline twice" in err and err.count("\n") == 1, err
+    assert f"--baseline {base0} {base0}: the baseline holds some video twice" in err and err.count("\n") == 1, err

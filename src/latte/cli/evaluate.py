@@ -64,7 +64,7 @@ def check_adherence_args(args: argparse.Namespace) -> None:
 
     from latte.cli.arguments import check_at_least, check_finite, check_seed
     from latte.cli.generate import lora_spec, torch_dtype
-    from latte.evaluation.adherence import prompt_set, read_adherence, video_key
+    from latte.evaluation.adherence import prompt_set, read_adherence, video_key, videos_by_key
     from latte.outputs import check_file_target
 
     for seed in args.seeds:
@@ -90,17 +90,23 @@ def check_adherence_args(args: argparse.Namespace) -> None:
     for path in args.sources:
         read_adherence(path)
     if args.baseline:
-        videos = [video_key(v) for path in args.baseline for v in read_adherence(path)["videos"]]
-        baseline = set(videos)
-        if len(baseline) < len(videos):
-            raise ValueError(f"--baseline {' '.join(args.baseline)}: some video (same prompt, split and seed) is "
-                             "in the baseline twice; a baseline pools results of different seeds, one per video")
+        try:
+            baseline = videos_by_key(read_baseline(args.baseline))
+        except ValueError as err:
+            raise ValueError(f"--baseline {' '.join(args.baseline)}: {err}") from None
         if not args.sources:  # the videos this run will generate must be in the baseline
             planned = {video_key({**asdict(c), "seed": seed}) for c in prompt_set(args.num_seen, shrink=args.shrink)
                        for seed in args.seeds}
-            if not planned & baseline:
+            if not planned & baseline.keys():
                 raise ValueError(f"--baseline {' '.join(args.baseline)} holds none of the videos this run generates: "
                                  "use the same --seeds, --num-seen and --shrink as the run that wrote it")
+
+
+def read_baseline(paths: list[str]) -> dict:
+    """The --baseline results as one: their videos together (a comparison needs no table of them)."""
+    from latte.evaluation.adherence import read_adherence
+
+    return {"videos": [v for path in paths for v in read_adherence(path)["videos"]]}
 
 
 def run_adherence(args: argparse.Namespace) -> int:
@@ -157,7 +163,7 @@ def run_adherence(args: argparse.Namespace) -> int:
             print(f"words of the prompts this model's tokenizer cannot represent: {', '.join(unknown)}")
     print(format_table(result["table"]))
     if args.baseline:
-        rows = compare_adherence(pool_adherence([read_adherence(path) for path in args.baseline]), result)
+        rows = compare_adherence(read_baseline(args.baseline), result)
         print(f"\nagainst {', '.join(args.baseline)} (before -> after, change in points; videos lost / gained; "
               "95% interval of the change):")
         print(format_comparison(rows))

@@ -261,6 +261,16 @@ def video_key(video: dict) -> tuple[str, str, int]:
     return (video["split"], video["prompt"], video["seed"])
 
 
+def videos_by_key(baseline: dict) -> dict:
+    """A baseline's videos by `video_key`. Each video must be there once: a baseline may pool results of
+    different seeds, not of the same seed (which of the two would a video be compared with?)."""
+    index = {video_key(v): v for v in baseline["videos"]}
+    if len(index) < len(baseline["videos"]):
+        raise ValueError("the baseline holds some video twice (same prompt, split and seed): a baseline pools "
+                         "results of different seeds, one per video")
+    return index
+
+
 def compare_adherence(before: dict, after: dict, resamples: int = 2000, seed: int = 0) -> dict:
     """Per split and attribute: accuracy before and after (two results of `evaluate_adherence`, e.g. a model
     and its adapter), on the videos both hold (same prompt, split and seed, so the same starting noise).
@@ -271,10 +281,7 @@ def compare_adherence(before: dict, after: dict, resamples: int = 2000, seed: in
     only when its lower end lies above -3. Rows: each split, "old" (every split but the new motion, when
     both are present) and "all".
     """
-    first = {video_key(v): v for v in before["videos"]}
-    if len(first) < len(before["videos"]):
-        raise ValueError("the baseline holds some video twice (same prompt, split and seed: pooled results?); "
-                         "compare against the result of one run")
+    first = videos_by_key(before)
     pairs = [(first[video_key(v)], v) for v in after["videos"] if video_key(v) in first]
     if not pairs:
         raise ValueError("the two adherence results share no video (same prompt, split and seed): compare runs "
