@@ -10,7 +10,9 @@ from latte.cli.main import main
 from latte.data.synthetic import HELDOUT, PARAPHRASES_PER_COMBINATION, combinations, paraphrase_prompts, render_clip
 from latte.evaluation.adherence import (
     compare_adherence,
+    compare_concepts,
     evaluate_adherence,
+    format_concepts,
     format_table,
     ground_truth_check,
     prompt_set,
@@ -250,6 +252,30 @@ def test_comparison_pairs_videos_and_adds_the_old_splits():
         compare_adherence({"videos": before["videos"] * 2}, after)
 
 
+def test_concepts_count_each_old_concept_where_it_is_asked():
+    """Squares drawn as circles after the change: 'shape square' loses them over every old split that asks
+    for squares, 'shape circle' is unchanged, colours and motions keep their readings, and the new motion's
+    split is left out (its prompts ask for old colours and shapes too, but in a motion the model never saw)."""
+    def video(split, prompt, seed, shape, read_shape):
+        read = {"color": "red", "shape": read_shape, "motion": "left", "consistency": 1.0, "jitter": 0.0}
+        return {"split": split, "prompt": prompt, "seed": seed, "color": "red", "shape": shape, "motion": "left",
+                "read": read}
+
+    asked = [("seen", "a red square moving left", "square"), ("heldout", "a red circle moving left", "circle"),
+             ("paraphrase", "the box sliding left is red", "square"), ("shrink", "a red square shrinking", "square")]
+    before = {"videos": [video(sp, p, s, sh, sh) for sp, p, sh in asked for s in (0, 1)]}
+    after = {"videos": [video(sp, p, s, sh, "circle") for sp, p, sh in asked for s in (0, 1)]}
+    rows = compare_concepts(before, after)
+    assert list(rows) == ["color red", "shape circle", "shape square", "motion left"]
+    assert rows["shape square"]["videos"] == 4 and rows["shape square"]["prompts"] == 2
+    square = rows["shape square"]["shape"]
+    assert (square["before"], square["after"], square["lost"], square["gained"]) == (1.0, 0.0, 4, 0)
+    assert rows["shape circle"]["shape"]["change"] == 0.0 and rows["color red"]["videos"] == 6
+    assert set(rows["color red"]) == {"videos", "prompts", "color"}  # only the attribute that names the concept
+    table = format_concepts(rows)
+    assert "| shape square | 4 | 100.0 -> 0.0% (-100.0; -4/+0; [-100.0, -100.0]) |" in table
+
+
 def test_cli_compares_saved_results(capsys, tmp_path):
     """`--from` reads results instead of generating (repeated: pooled, e.g. two training seeds), `--baseline`
     prints the comparison and keeps it in the --json report; a file that is no result is named in one line."""
@@ -265,8 +291,10 @@ def test_cli_compares_saved_results(capsys, tmp_path):
     printed = capsys.readouterr().out
     assert "| heldout | 8 | 100.0% | 75.0% |" in printed  # the pooled table: 2 of 8 videos lose their shape
     assert "| heldout | 8 | 100.0 -> 100.0% (+0.0; -0/+0; [+0.0, +0.0]) | 100.0 -> 75.0% (-25.0; -2/+0; " in printed
+    assert "| shape circle | 8 | 100.0 -> 75.0% (-25.0; -2/+0; " in printed  # per old concept
     report = json.loads(out.read_text())
     assert report["baseline"]["comparison"]["heldout"]["shape"]["lost"] == 2
+    assert report["baseline"]["concepts"]["shape circle"]["shape"]["lost"] == 2
 
     (tmp_path / "other.json").write_text(json.dumps({"table": {}}))
     assert main(["eval", "adherence", "--from", str(paths[1]), "--baseline", str(tmp_path / "other.json")]) == 2

@@ -113,8 +113,10 @@ def run_adherence(args: argparse.Namespace) -> int:
     from latte.cli.generate import apply_loras, resolve_model, torch_dtype
     from latte.evaluation.adherence import (
         compare_adherence,
+        compare_concepts,
         evaluate_adherence,
         format_comparison,
+        format_concepts,
         format_table,
         ground_truth_check,
         pool_adherence,
@@ -163,11 +165,16 @@ def run_adherence(args: argparse.Namespace) -> int:
             print(f"words of the prompts this model's tokenizer cannot represent: {', '.join(unknown)}")
     print(format_table(result["table"]))
     if args.baseline:
-        rows = compare_adherence(read_baseline(args.baseline), result)
+        baseline = read_baseline(args.baseline)
+        rows = compare_adherence(baseline, result)
         print(f"\nagainst {', '.join(args.baseline)} (before -> after, change in points; videos lost / gained; "
               "95% interval of the change):")
         print(format_comparison(rows))
-        result["baseline"] = {"files": args.baseline, "comparison": rows}
+        concepts = compare_concepts(baseline, result)
+        if concepts:
+            print("\nper old concept (every video of the old splits that asks for it):")
+            print(format_concepts(concepts))
+        result["baseline"] = {"files": args.baseline, "comparison": rows, "concepts": concepts}
     if args.json is not None:
         write_json(args.json, result)
         print(f"wrote {args.json}")

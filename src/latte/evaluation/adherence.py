@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
-from latte.data.synthetic import COLORS, HELDOUT, caption, combinations, paraphrase_prompts
+from latte.data.synthetic import COLORS, HELDOUT, MOTIONS, SHAPES, caption, combinations, paraphrase_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -271,6 +271,45 @@ def videos_by_key(baseline: dict) -> dict:
     return index
 
 
+def _paired(before: dict, after: dict) -> list[tuple[dict, dict]]:
+    """(before, after) for each video both results hold (same prompt, split and seed: the same noise)."""
+    first = videos_by_key(before)
+    pairs = [(first[video_key(v)], v) for v in after["videos"] if video_key(v) in first]
+    if not pairs:
+        raise ValueError("the two adherence results share no video (same prompt, split and seed): compare runs "
+                         "made with the same --seeds, --num-seen and --shrink")
+    return pairs
+
+
+def _change(pairs: list[tuple[dict, dict]], attributes: tuple[str, ...], rng: torch.Generator,
+            resamples: int) -> dict:
+    """Accuracy before and after on these video pairs per attribute, the videos lost and gained, and a 95%
+    interval of the change from a paired bootstrap over prompts."""
+    by_prompt: dict[tuple, list] = {}
+    for b, a in pairs:
+        by_prompt.setdefault((b["split"], b["prompt"]), []).append((b, a))
+    prompts = list(by_prompt.values())
+    n = len(pairs)
+    # A resample sums the drawn prompts' changes in hits and their numbers of videos.
+    size = torch.tensor([len(p) for p in prompts], dtype=torch.float64)
+    draws = torch.randint(len(prompts), (resamples, len(prompts)), generator=rng)
+    row = {"videos": n, "prompts": len(prompts)}
+    for attr in attributes:
+        delta = torch.tensor([sum(_hit(a, attr) - _hit(b, attr) for b, a in p) for p in prompts],
+                             dtype=torch.float64)
+        changes = (delta[draws].sum(1) / size[draws].sum(1)).sort().values
+        lost = sum(_hit(b, attr) and not _hit(a, attr) for b, a in pairs)
+        gained = sum(_hit(a, attr) and not _hit(b, attr) for b, a in pairs)
+        hits_before = sum(_hit(b, attr) for b, _ in pairs)
+        row[attr] = {
+            "before": hits_before / n, "after": (hits_before - lost + gained) / n,
+            "change": (gained - lost) / n, "lost": lost, "gained": gained,
+            "low": float(changes[int(0.025 * (resamples - 1))]),
+            "high": float(changes[int(0.975 * (resamples - 1))]),
+        }
+    return row
+
+
 def compare_adherence(before: dict, after: dict, resamples: int = 2000, seed: int = 0) -> dict:
     """Per split and attribute: accuracy before and after (two results of `evaluate_adherence`, e.g. a model
     and its adapter), on the videos both hold (same prompt, split and seed, so the same starting noise).
@@ -281,45 +320,38 @@ def compare_adherence(before: dict, after: dict, resamples: int = 2000, seed: in
     only when its lower end lies above -3. Rows: each split, "old" (every split but the new motion, when
     both are present) and "all".
     """
-    first = videos_by_key(before)
-    pairs = [(first[video_key(v)], v) for v in after["videos"] if video_key(v) in first]
-    if not pairs:
-        raise ValueError("the two adherence results share no video (same prompt, split and seed): compare runs "
-                         "made with the same --seeds, --num-seen and --shrink")
+    pairs = _paired(before, after)
     splits = [s for s in PROMPT_SPLITS if any(b["split"] == s for b, _ in pairs)]
     groups = {s: [s] for s in splits}
     if "shrink" in splits and len(splits) > 1:
         groups["old"] = [s for s in splits if s != "shrink"]
     groups["all"] = splits
     rng = torch.Generator().manual_seed(seed)
+    return {name: _change([p for p in pairs if p[0]["split"] in members], ATTRIBUTES, rng, resamples)
+            for name, members in groups.items()}
+
+
+def compare_concepts(before: dict, after: dict, resamples: int = 2000, seed: int = 0) -> dict:
+    """Per old concept, each colour, shape and motion the old splits' prompts ask for (every split but the new
+    motion): how often the videos that ask for it show it, before and after, as `compare_adherence` counts
+    them. Forgetting a concept ("square" drawn as circles) shows here wherever it is asked for, while
+    `compare_adherence` pools each attribute over the concepts of a split. Rows "color red", "shape square",
+    ... in the vocabulary's order."""
+    pairs = [p for p in _paired(before, after) if p[0]["split"] != "shrink"]
+    rng = torch.Generator().manual_seed(seed)
+    vocabulary = {"color": list(COLORS), "shape": list(SHAPES), "motion": list(MOTIONS)}
     rows = {}
-    for name, members in groups.items():
-        by_prompt: dict[tuple, list] = {}
-        for b, a in pairs:
-            if b["split"] in members:
-                by_prompt.setdefault((b["split"], b["prompt"]), []).append((b, a))
-        prompts = list(by_prompt.values())
-        videos = [pair for p in prompts for pair in p]
-        n = len(videos)
-        # A resample sums the drawn prompts' changes in hits and their numbers of videos.
-        size = torch.tensor([len(p) for p in prompts], dtype=torch.float64)
-        draws = torch.randint(len(prompts), (resamples, len(prompts)), generator=rng)
-        row = {"videos": n, "prompts": len(prompts)}
-        for attr in ATTRIBUTES:
-            delta = torch.tensor([sum(_hit(a, attr) - _hit(b, attr) for b, a in p) for p in prompts],
-                                 dtype=torch.float64)
-            changes = (delta[draws].sum(1) / size[draws].sum(1)).sort().values
-            lost = sum(_hit(b, attr) and not _hit(a, attr) for b, a in videos)
-            gained = sum(_hit(a, attr) and not _hit(b, attr) for b, a in videos)
-            hits_before = sum(_hit(b, attr) for b, _ in videos)
-            row[attr] = {
-                "before": hits_before / n, "after": (hits_before - lost + gained) / n,
-                "change": (gained - lost) / n, "lost": lost, "gained": gained,
-                "low": float(changes[int(0.025 * (resamples - 1))]),
-                "high": float(changes[int(0.975 * (resamples - 1))]),
-            }
-        rows[name] = row
+    for attr, values in vocabulary.items():
+        for value in values:
+            asked = [p for p in pairs if p[0][attr] == value]
+            if asked:
+                rows[f"{attr} {value}"] = _change(asked, (attr,), rng, resamples)
     return rows
+
+
+def _change_cell(c: dict) -> str:
+    return (f"{100 * c['before']:.1f} -> {100 * c['after']:.1f}% ({100 * c['change']:+.1f}; "
+            f"-{c['lost']}/+{c['gained']}; [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}])")
 
 
 def format_comparison(rows: dict) -> str:
@@ -330,12 +362,16 @@ def format_comparison(rows: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for split, r in rows.items():
-        cells = [
-            f"{100 * c['before']:.1f} -> {100 * c['after']:.1f}% ({100 * c['change']:+.1f}; "
-            f"-{c['lost']}/+{c['gained']}; [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}])"
-            for c in (r[a] for a in ATTRIBUTES)
-        ]
-        lines.append(f"| {split} | {r['videos']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {split} | {r['videos']} | " + " | ".join(_change_cell(r[a]) for a in ATTRIBUTES) + " |")
+    return "\n".join(lines)
+
+
+def format_concepts(rows: dict) -> str:
+    """`compare_concepts` as a Markdown table, like `format_comparison`."""
+    lines = ["| concept | videos | shown: before -> after |", "|---|---|---|"]
+    for name, r in rows.items():
+        attr, value = name.split(" ", 1)
+        lines.append(f"| {attr} {value} | {r['videos']} | {_change_cell(r[attr])} |")
     return "\n".join(lines)
 
 
