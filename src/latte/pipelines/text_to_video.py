@@ -924,8 +924,9 @@ class LattePipeline:
         words = unrepresented_words(self.tokenizer, prompts)
         if words:
             logger.warning(
-                "the tokenizer cannot represent %s (split into single letters or unknown pieces): the model "
-                "has not learnt these words and will mostly ignore them", ", ".join(map(repr, words))
+                "the tokenizer cannot represent %s (split into single letters or unknown pieces): a model "
+                "learns such a word only from captions spelling it (as a LoRA for a new word does) and otherwise "
+                "mostly ignores it", ", ".join(map(repr, words))
             )
 
     def _warn_beyond_training(self, frames: int, height: int, width: int) -> None:
