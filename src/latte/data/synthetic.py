@@ -70,7 +70,7 @@ _RADIUS = {"small": 7.0, "large": 10.0}  # half-extent of a moving shape
 _GROW_RADIUS = (5.0, 13.0)  # a growing shape goes from the first to the second half-extent
 # A shrinking one stops short of where growing starts: at 5 px (under 2 latent pixels across) squares, circles
 # and triangles look alike, and an adapter taught such clips drew held-out combinations' shapes as circles
-# (docs/training.md, "LoRA").
+# (docs/lora_experiments.md).
 _SHRINK_RADIUS = (13.0, 6.5)
 _TRAVEL = 24.0  # distance a moving shape covers over the clip
 _MARGIN = 2.0  # pixels kept free between the shape and the frame border
