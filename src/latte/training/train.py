@@ -361,9 +361,11 @@ def predict(model: nn.Module, cfg: Config, x_t: torch.Tensor, batch: dict) -> to
 
 def distance_to_base(model: nn.Module, cfg: Config, x_t: torch.Tensor, batch: dict, out: torch.Tensor, amp):
     """Per-item squared distance (B,) of the LoRA model's output `out` from the pretrained model's (its adapters
-    off, no gradients), computed under the autocast context `amp()` the output was."""
-    with torch.no_grad(), adapters_off(model), amp():
-        base = predict(model, cfg, x_t, batch)
+    off), computed the way `out` was: under `amp()`, in grad mode (nothing then needs a gradient, so no graph is
+    kept), hence by the same kernels. A new adapter (B = 0) is then at distance 0 exactly and gets no gradient
+    from a replay clip, where rounding differences would give it one that Adam scales up to full steps."""
+    with adapters_off(model), amp():
+        base = predict(model, cfg, x_t, batch).detach()
     return mean_flat((out.float() - base.float()) ** 2)
 
 
