@@ -212,7 +212,7 @@ def setup(tmp_path_factory):
     return root, components, root / "pretrained"
 
 
-def _lora_config(root, components, pretrained, run_dir, export_dir=None, **train_settings):
+def _lora_config(root, components, pretrained, run_dir, export_dir=None, data=None, **train_settings):
     return tiny_config(
         run_dir,
         components,
@@ -220,6 +220,7 @@ def _lora_config(root, components, pretrained, run_dir, export_dir=None, **train
         model={"args": {}, "pretrained": str(pretrained)},
         train={"steps": 4, "lora": {"rank": 4, "alpha": 8}, **train_settings},
         export_dir=export_dir and str(export_dir),
+        **({"data": data} if data else {}),
     )
 
 
@@ -384,13 +385,16 @@ def test_fused_export_keeps_the_pretrained_folders_generation_defaults(setup, tm
 
 def test_lora_under_ddp_and_fsdp(setup, tmp_path):
     """Two gloo processes (DDP, then FSDP) train the adapter a single process trains with the same global batch;
-    every rank holds the same adapter, and the run saves one adapter-only checkpoint and one exported adapter."""
+    every rank holds the same adapter, and the run saves one adapter-only checkpoint and one exported adapter.
+    Half the clips are replay held to the pretrained model (train.lora.preserve), which each rank computes."""
     import torch.multiprocessing as mp
 
     from training_support import free_port
 
     root, components, pretrained = setup
-    settings = dict(steps=2, batch_size=4, lr=3e-2, gradient_checkpointing=True)
+    settings = dict(steps=2, batch_size=4, lr=3e-2, gradient_checkpointing=True,
+                    lora={"rank": 4, "alpha": 8, "preserve": True},
+                    data={"split": "shrink+train", "cache_dir": str(tmp_path / "cache")})
     single = _lora_config(root, components, pretrained, tmp_path / "single", **settings)
     train(single)
     configs = [_lora_config(root, components, pretrained, tmp_path / parallel, tmp_path / f"{parallel}-adapter",
