@@ -111,7 +111,6 @@ def test_shrink_split_and_the_mix_with_replay():
     for i, item in enumerate(items):
         color, shape, motion = by_label[item["label"]]
         assert (motion == "shrink") == (i % 2 == 0)  # parts in turn: the new concept, then replay
-        assert item["replay"] == (motion != "shrink")
         assert color in item["caption"] and (motion == "shrink") == any(
             ing in item["caption"] or s in item["caption"] for ing, s in motion_phrases("shrink"))
         if motion != "shrink":
@@ -134,8 +133,6 @@ def test_grow_split_pairs_the_new_motion_with_its_opposite():
     mixed = SyntheticShapes(9, seed=1, split="shrink+grow+train", captions="basic+rich")
     motions = [by_label[mixed[i]["label"]][2] for i in range(9)]
     assert motions[0::3] == ["shrink"] * 3 and motions[1::3] == ["grow"] * 3  # the parts in turn
-    assert [mixed[i]["replay"] for i in range(3)] == [False, True, True]  # every part after the first
-    assert not any(SyntheticShapes(4, split="train")[i]["replay"] for i in range(4))  # a plain split: none
     assert all(by_label[mixed[i]["label"]] in combinations("train") for i in range(1, 9) if i % 3)
 
 

@@ -8,7 +8,6 @@ Layout of a cache folder:
                                 kept whole (all 120 positions, pads included; see `null_text`)
     latents-00000.safetensors   `mean`, `std` (n, 4, F, h, w) of the VAE posterior (x scaling factor),
                                 `caption` (n,) index into the text table, `label` (n,) (-1: none),
-                                `replay` (n,) 1 for a replay clip (`train.lora.preserve`), else 0,
                                 joint training only: `image_mean`, `image_std` (n, 4, K, h, w),
                                 `image_label` (n, K)
 
@@ -37,7 +36,7 @@ from latte.outputs import write_file
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # 2: the `replay` field
+CACHE_VERSION = 1
 META_NAME = "cache.json"
 TEXT_NAME = "text.safetensors"
 NULL_CAPTION = ""  # caption index 0: the empty prompt, used for caption dropout and as CFG's negative
@@ -117,7 +116,6 @@ def build_cache(
                 "std": std,
                 "caption": torch.tensor([captions.setdefault(it["caption"], len(captions)) for it in items]),
                 "label": torch.tensor([int(it.get("label", NO_LABEL)) for it in items]),
-                "replay": torch.tensor([bool(it.get("replay", False)) for it in items]),
             }
             if "images" in items[0]:
                 fields["image_mean"], fields["image_std"] = encode_posterior(
@@ -183,9 +181,8 @@ def _open(path: Path):
 
 
 class LatentCache(Dataset):
-    """A cache folder as a data set: item i = {"mean", "std" (4, F, h, w), "caption" (int), "label" (int),
-    "replay" (bool)} (+ "image_mean", "image_std", "image_label" for joint training). Shards are memory-mapped,
-    not loaded."""
+    """A cache folder as a data set: item i = {"mean", "std" (4, F, h, w), "caption" (int), "label" (int)}
+    (+ "image_mean", "image_std", "image_label" for joint training). Shards are memory-mapped, not loaded."""
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
@@ -222,7 +219,7 @@ class LatentCache(Dataset):
         shard = bisect.bisect_right(self.starts, index) - 1  # starts[shard] <= index < starts[shard + 1]
         row, handle = index - self.starts[shard], self._shard(shard)
         item = {key: handle.get_slice(key)[row : row + 1][0] for key in handle.keys()}  # noqa: SIM118 (not a dict)
-        item["caption"], item["label"], item["replay"] = int(item["caption"]), int(item["label"]), bool(item["replay"])
+        item["caption"], item["label"] = int(item["caption"]), int(item["label"])
         return item
 
     def null_text(self, length: int) -> torch.Tensor:
@@ -280,7 +277,6 @@ class OnlineLatents:
             "mean": mean[0].cpu(),
             "std": std[0].cpu(),
             "label": int(item.get("label", NO_LABEL)),
-            "replay": bool(item.get("replay", False)),
             "caption": self.captions.setdefault(item["caption"], len(self.captions)),
         }
         if "images" in item:

@@ -356,9 +356,7 @@ class SyntheticShapes(Dataset):
     same in all. A mixed split ("shrink+train") takes its parts in turn: item i draws its combination from part
     i mod #parts, so a new concept and the replay of seen ones each make half of the clips.
 
-    Items are {"video": (3, F, H, W) float in [-1, 1], "caption": str, "label": int (see `label_of`),
-    "replay": bool}. A mixed split's first part is the concept to learn; its other parts are replay (True),
-    which a LoRA run with `train.lora.preserve` fits to the pretrained model instead of to the clip.
+    Items are {"video": (3, F, H, W) float in [-1, 1], "caption": str, "label": int (see `label_of`)}.
     """
 
     def __init__(self, num_samples: int, num_frames: int = 16, size: int = 64, seed: int = 0,
@@ -408,5 +406,4 @@ class SyntheticShapes(Dataset):
         # random position, decides the video. A small model trained on random positions averaged them into
         # blobs and learnt to ignore the caption, whose colour and shape barely lowered its loss.
         video = render_clip(color, shape, motion, background, self.num_frames, self.size, shape_size)
-        replay = index % len(self.parts) > 0
-        return {"video": video, "caption": text, "label": label_of(color, shape, motion), "replay": replay}
+        return {"video": video, "caption": text, "label": label_of(color, shape, motion)}

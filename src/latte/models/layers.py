@@ -28,8 +28,8 @@ def linear(x: torch.Tensor, layer: nn.Linear, gelu: str | None = None) -> torch.
 
     At CPU inference this is one oneDNN call, bias and GELU fused into the GEMM: no bias-broadcast copy and
     no separate activation pass, and oneDNN's AVX-512 GEMM ran about 2x faster than MKL's on the AMD CPU we
-    measured. With grad mode or autocast on, on other devices and under torch.compile (which fuses by itself) it
-    is the plain ops; the two agree to float rounding.
+    measured. With autograd, on other devices and under torch.compile (which fuses by itself) it is the plain
+    ops; the two agree to float rounding.
     """
     layer = _plain(layer)
     w = layer.weight
@@ -40,8 +40,7 @@ def linear(x: torch.Tensor, layer: nn.Linear, gelu: str | None = None) -> torch.
         and x.device.type == "cpu"
         and x.dtype == w.dtype
         and x.dtype in _ONEDNN_DTYPES
-        and not torch.is_grad_enabled()  # training: the plain ops, so a frozen model gives what autograd's does
-        and not torch.is_autocast_enabled(x.device.type)  # the fused op would bypass autocast's casts
+        and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
         and not torch.compiler.is_compiling()
     ):
         activation = "gelu" if gelu else "none"
@@ -51,13 +50,11 @@ def linear(x: torch.Tensor, layer: nn.Linear, gelu: str | None = None) -> torch.
 
 
 def _plain(layer: nn.Module) -> nn.Module:
-    """The base linear of a peft LoRA layer whose adapters add nothing now (switched off, fused into the base
-    weight, or all at weight 0), so that it takes the fast path; any other layer as it is."""
+    """The base linear of a peft LoRA layer whose adapters add nothing now (fused into the base weight, or all
+    at weight 0), so that it takes the fast path; any other layer as it is."""
     base = getattr(layer, "base_layer", None)
-    if base is None:
+    if base is None or layer.disable_adapters:
         return layer
-    if layer.disable_adapters:  # peft's forward takes fused adapters back out of the weight first
-        return layer if layer.merged else base
     if layer.merged or all(layer.scaling.get(name, 0) == 0 for name in layer.active_adapters):
         return base
     return layer

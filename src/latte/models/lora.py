@@ -10,7 +10,6 @@ An adapter folder is peft's own format: `adapter_config.json` (a `peft.LoraConfi
 without the `base_model.model.` prefix (diffusers' `save_lora_adapter` layout) load too.
 """
 
-import contextlib
 import logging
 import os
 from pathlib import Path
@@ -177,23 +176,6 @@ def set_adapters(model: nn.Module, names: list[str], weights: list[float] | None
         for name, weight in zip(names, weights or [], strict=False):
             layer.set_scale(name, weight)
     model.requires_grad_(False)  # peft's set_adapter makes the active adapters trainable
-
-
-@contextlib.contextmanager
-def adapters_off(model: nn.Module):
-    """Within the block the model computes without its adapters (the pretrained model's output); after it, every
-    adapter is on again and each weight trainable or not as before."""
-    layers = lora_layers(model)
-    trainable = [(p, p.requires_grad) for layer in layers for p in layer.parameters()]
-    for layer in layers:
-        layer.enable_adapters(False)
-    try:
-        yield model
-    finally:
-        for layer in layers:
-            layer.enable_adapters(True)  # peft also makes the active adapters trainable: undone below
-        for param, flag in trainable:
-            param.requires_grad_(flag)
 
 
 def fuse(model: nn.Module) -> None:

@@ -80,11 +80,6 @@ class LoraSettings:
     # Module name suffixes to adapt: the attention projections of both block kinds; add "ff.net.0.proj" and
     # "ff.net.2" for the feed-forward layers too.
     targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
-    # Replay clips (data items marked "replay", e.g. the synthetic split "shrink+train" after its first part)
-    # are fitted to the pretrained model's own prediction, the adapter switched off, instead of to the clip:
-    # the adapter learns the new concept and is held to the base model on everything else, in whatever words
-    # the replay captions use. Costs one forward pass without gradients per step.
-    preserve: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -204,8 +199,6 @@ class Config:
             _check("train.lora.alpha", lora.alpha, 0 < lora.alpha < math.inf, "a finite number > 0, or null")
         _check("train.lora.dropout", lora.dropout, 0 <= lora.dropout < 1, "in [0, 1)")
         _check("train.lora.targets", list(lora.targets), len(lora.targets) > 0, "a non-empty list of module names")
-        if lora.preserve and not lora.enabled:
-            raise ValueError("train.lora.preserve holds a LoRA to its pretrained model: it needs train.lora.rank > 0")
         if lora.enabled and (m.type != "t2v" or not m.pretrained):
             raise ValueError(
                 "train.lora adapts a pretrained text-to-video model: it needs model.type=t2v and model.pretrained "

@@ -23,9 +23,7 @@ from tqdm.auto import tqdm
 
 from latte.data.cache import NO_LABEL, LatentCache, OnlineLatents, build_cache
 from latte.diffusion import GaussianDiffusion, linear_betas
-from latte.diffusion.gaussian import mean_flat
 from latte.models.io import read_json, write_json
-from latte.models.lora import adapters_off
 from latte.outputs import check_folder_target, remove_orphans
 from latte.training.checkpoint import (
     CHECKPOINT_DIR,
@@ -289,7 +287,6 @@ def make_batch(
         "x0": x0,
         "noise": torch.stack([d["noise"] for d in draws]),
         "t": torch.tensor([d["t"] for d in draws]),
-        "replay": torch.tensor([bool(it.get("replay", False)) for it in items]),
     }
     if cfg.model.type == "t2v":
         batch["text"], batch["text_mask"] = pad_text(
@@ -357,16 +354,6 @@ def predict(model: nn.Module, cfg: Config, x_t: torch.Tensor, batch: dict) -> to
             labels = labels[:, 0]
         out = model(x_t, batch["t"], class_labels=labels, use_image_num=cfg.data.use_image_num)
     return out.sample if hasattr(out, "sample") else out
-
-
-def distance_to_base(model: nn.Module, cfg: Config, x_t: torch.Tensor, batch: dict, out: torch.Tensor, amp):
-    """Per-item squared distance (B,) of the LoRA model's output `out` from the pretrained model's (its adapters
-    off), computed the way `out` was: under `amp()`, in grad mode (nothing then needs a gradient, so no graph is
-    kept), hence by the same kernels. A new adapter (B = 0) is then at distance 0 exactly and gets no gradient
-    from a replay clip, where rounding differences would give it one that Adam scales up to full steps."""
-    with adapters_off(model), amp():
-        base = predict(model, cfg, x_t, batch).detach()
-    return mean_flat((out.float() - base.float()) ** 2)
 
 
 #################################################################################
@@ -584,7 +571,6 @@ def _train(cfg: Config, ranks: Dist, device: torch.device) -> dict:
     metrics = MetricsLog(run_dir, start, cfg.log.tensorboard) if ranks.main else None
     render = SampleRenderer(cfg, device) if cfg.log.sample_every and ranks.main else None
     autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
-    amp = lambda: torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None)  # noqa: E731
 
     # 3. The loop: lr, micro-steps (forward, loss, backward), clip, step, EMA, log, checkpoint.
     stream = BatchStream(cache, order, cfg, num_classes, local_batch, ranks)
@@ -614,16 +600,16 @@ def _train(cfg: Config, ranks: Dist, device: torch.device) -> dict:
                 last_micro = micro == t.grad_accum - 1
                 no_sync = train_model.no_sync() if not last_micro and hasattr(train_model, "no_sync") else None
                 with no_sync or contextlib.nullcontext():
-                    with amp():
+                    with torch.autocast(
+                        device.type, dtype=autocast or torch.float32, enabled=autocast is not None
+                    ):
                         out = predict(train_model, cfg, x_t, batch)
                     losses = diffusion.training_losses(out, batch["x0"], x_t, batch["t"], batch["noise"])
-                    loss = losses["loss"]
-                    if t.lora.preserve and batch["replay"].any():  # replay: fit the pretrained model, not the clip
-                        loss = torch.where(batch["replay"], distance_to_base(model, cfg, x_t, batch, out, amp), loss)
-                    scaler.scale(loss.mean() / t.grad_accum).backward()
+                    scaler.scale(losses["loss"].mean() / t.grad_accum).backward()
                 vb = losses["vb"] if losses["vb"] is not None else torch.zeros_like(losses["mse"])
                 running[:3] += (
-                    torch.stack([loss.mean(), losses["mse"].mean(), vb.mean()]).detach().float() / t.grad_accum
+                    torch.stack([losses["loss"].mean(), losses["mse"].mean(), vb.mean()]).detach().float()
+                    / t.grad_accum
                 )
             scaler.unscale_(optimizer)
             clip = t.clip_grad if t.clip_grad > 0 and step >= t.clip_grad_from else float("inf")
