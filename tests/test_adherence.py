@@ -13,8 +13,10 @@ from latte.evaluation.adherence import (
     compare_concepts,
     evaluate_adherence,
     format_concepts,
+    format_new_motion_drawn,
     format_table,
     ground_truth_check,
+    new_motion_drawn,
     prompt_set,
     read_clip,
 )
@@ -274,6 +276,23 @@ def test_concepts_count_each_old_concept_where_it_is_asked():
     assert set(rows["color red"]) == {"videos", "prompts", "color"}  # only the attribute that names the concept
     table = format_concepts(rows)
     assert "| shape square | 4 | 100.0 -> 0.0% (-100.0; -4/+0; [-100.0, -100.0]) |" in table
+
+
+def test_new_motion_drawn_counts_old_videos_that_show_it():
+    """An old prompt drawn shrinking is counted in its split and in "old"; a video of the new motion's own
+    split is not (it asks for shrinking), and neither is another wrong motion."""
+    def video(split, seed, read_motion):
+        record = _record(f"{split} prompt", seed, True, split)
+        record["read"]["motion"] = read_motion
+        return record
+
+    before = {"videos": [video(s, k, "left") for s in ("seen", "paraphrase", "shrink") for k in (0, 1)]}
+    after = {"videos": [video("seen", 0, "left"), video("seen", 1, "up"), video("paraphrase", 0, "shrink"),
+                        video("paraphrase", 1, "shrink"), video("shrink", 0, "shrink"), video("shrink", 1, "shrink")]}
+    rows = new_motion_drawn(before, after)
+    assert rows == {"seen": {"videos": 2, "before": 0, "after": 0},
+                    "paraphrase": {"videos": 2, "before": 0, "after": 2}, "old": {"videos": 4, "before": 0, "after": 2}}
+    assert format_new_motion_drawn(rows) == "seen 0 -> 0 of 2, paraphrase 0 -> 2 of 2, old 0 -> 2 of 4"
 
 
 def test_cli_compares_saved_results(capsys, tmp_path):

@@ -111,14 +111,17 @@ def read_baseline(paths: list[str]) -> dict:
 
 def run_adherence(args: argparse.Namespace) -> int:
     from latte.cli.generate import apply_loras, resolve_model, torch_dtype
+    from latte.data.synthetic import NEW_MOTIONS
     from latte.evaluation.adherence import (
         compare_adherence,
         compare_concepts,
         evaluate_adherence,
         format_comparison,
         format_concepts,
+        format_new_motion_drawn,
         format_table,
         ground_truth_check,
+        new_motion_drawn,
         pool_adherence,
         prompt_set,
         read_adherence,
@@ -174,7 +177,12 @@ def run_adherence(args: argparse.Namespace) -> int:
         if concepts:
             print("\nper old concept (every video of the old splits that asks for it):")
             print(format_concepts(concepts))
-        result["baseline"] = {"files": args.baseline, "comparison": rows, "concepts": concepts}
+        drawn = new_motion_drawn(baseline, result)
+        if "shrink" in rows:  # prompts of the new motion: an adapter that learns it may draw it for old ones
+            print(f"\nold videos drawn with a new motion ({', '.join(NEW_MOTIONS)}), which none of their prompts asks "
+                  f"for: {format_new_motion_drawn(drawn)}")
+        result["baseline"] = {"files": args.baseline, "comparison": rows, "concepts": concepts,
+                              "new_motion_drawn": drawn}
     if args.json is not None:
         write_json(args.json, result)
         print(f"wrote {args.json}")

@@ -24,7 +24,16 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
-from latte.data.synthetic import COLORS, HELDOUT, MOTIONS, SHAPES, caption, combinations, paraphrase_prompts
+from latte.data.synthetic import (
+    COLORS,
+    HELDOUT,
+    MOTIONS,
+    NEW_MOTIONS,
+    SHAPES,
+    caption,
+    combinations,
+    paraphrase_prompts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -347,6 +356,25 @@ def compare_concepts(before: dict, after: dict, resamples: int = 2000, seed: int
             if asked:
                 rows[f"{attr} {value}"] = _change(asked, (attr,), rng, resamples)
     return rows
+
+
+def new_motion_drawn(before: dict, after: dict) -> dict:
+    """Per old split (and "old", all of them): how many of its videos, before and after, draw a new motion
+    (`NEW_MOTIONS`) that none of their prompts asks for. An adapter that learns "shrinking" can make it what
+    the model draws for an old prompt it cannot parse; such a video loses its motion in `compare_adherence`,
+    and this count says how much of that loss is the new motion taking over (rather than, say, "up" for
+    "grow")."""
+    pairs = [p for p in _paired(before, after) if p[0]["split"] != "shrink"]
+    drawn = lambda video: video["read"]["motion"] in NEW_MOTIONS  # noqa: E731
+    splits = [s for s in PROMPT_SPLITS if any(b["split"] == s for b, _ in pairs)]
+    groups = {s: [p for p in pairs if p[0]["split"] == s] for s in splits} | {"old": pairs}
+    return {name: {"videos": len(ps), "before": sum(drawn(b) for b, _ in ps), "after": sum(drawn(a) for _, a in ps)}
+            for name, ps in groups.items() if ps}
+
+
+def format_new_motion_drawn(rows: dict) -> str:
+    """`new_motion_drawn` in one line: "seen 0 -> 0 of 72, ..., old 0 -> 32 of 456"."""
+    return ", ".join(f"{name} {r['before']} -> {r['after']} of {r['videos']}" for name, r in rows.items())
 
 
 def _change_cell(c: dict) -> str:
