@@ -41,7 +41,8 @@ def test_synthetic_spec(spec, parsed):
 
 
 @pytest.mark.parametrize(("spec", "message"), [
-    ("synthetic:test", r"unknown split 'test' of the shapes domain; allowed: train, heldout, all"),
+    ("synthetic:test", r"unknown split 'test': 'test' is none of train, heldout, all, grow, shrink"),
+    ("synthetic:shrink+tran", r"unknown split 'shrink\+tran': 'tran' is none of train, heldout"),
     ("synthetic:train:-1", r"the seed '-1' is not a non-negative integer"),
 ])
 def test_bad_synthetic_spec_names_what_is_allowed(spec, message):

@@ -121,8 +121,8 @@ def test_shrink_split_and_the_mix_with_replay():
     shrink_words |= {caption("red", "circle", "shrink", phrase=p).split()[-1] for p in range(4)}
     assert shrink_words == {"shrinking", "shrinks"}
     assert not shrink_words & {w for text in all_captions() for w in text.replace(",", "").split()}
-    with pytest.raises(ValueError, match=r"unknown split 'shrink\+heldout'; allowed: .*shrink, shrink\+train"):
-        SyntheticShapes(4, split="shrink+heldout")
+    with pytest.raises(ValueError, match=r"unknown split 'shrink\+shrunk': 'shrunk' is none of train, .*, shrink"):
+        SyntheticShapes(4, split="shrink+shrunk")
 
 
 def test_grow_split_pairs_the_new_motion_with_its_opposite():
@@ -134,6 +134,10 @@ def test_grow_split_pairs_the_new_motion_with_its_opposite():
     motions = [by_label[mixed[i]["label"]][2] for i in range(9)]
     assert motions[0::3] == ["shrink"] * 3 and motions[1::3] == ["grow"] * 3  # the parts in turn
     assert all(by_label[mixed[i]["label"]] in combinations("train") for i in range(1, 9) if i % 3)
+    # A part named again weighs more: one clip in six shrinks.
+    weighted = SyntheticShapes(12, seed=1, split="shrink+train+train+train+train+train")
+    motions = [by_label[weighted[i]["label"]][2] for i in range(12)]
+    assert [i for i, m in enumerate(motions) if m == "shrink"] == [0, 6]
 
 
 def test_shrinking_shapes_get_smaller_and_read_as_shrink():

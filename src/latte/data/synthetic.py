@@ -10,8 +10,8 @@ A fixed set of colour x shape x motion combinations (HELDOUT) never appears in t
 prompt adherence can be measured on combinations the model has not seen.
 
 One motion lies outside that domain on purpose: "shrink" (NEW_MOTIONS), the time reverse of "grow", which
-the shipped model never saw. Its own splits ("shrink", and "shrink+train" that mixes it half and half with
-the training split as replay; "shrink+grow+train" adds a third of growing clips, its opposite) are what a
+the shipped model never saw. Its own split "shrink", mixed with the training split as replay ("shrink+train":
+half and half; "shrink+train+train+train+train+train": one in six, as common as each old motion), is what a
 LoRA learns a new concept from; "train", "heldout" and "all", their labels, captions and clips are exactly
 what they were before it existed.
 
@@ -61,8 +61,9 @@ HELDOUT: tuple[tuple[str, str, str], ...] = (
 # A motion outside the shipped model's domain (not in MOTIONS, "all" or the tokenizer's corpus): a new concept.
 NEW_MOTIONS: tuple[str, ...] = ("shrink",)
 _SCALING = ("grow", "shrink")  # motions whose shape stays put and changes size (no one size to name)
-# Splits joined by "+" are mixed: item i comes from their parts in turn (see SyntheticShapes).
-SPLITS = ("train", "heldout", "all", "grow", "shrink", "shrink+train", "shrink+grow+train")
+# Splits joined by "+" are mixed: item i comes from their parts in turn (see SyntheticShapes), so a part named
+# twice has twice the share ("shrink+train+train": a third of the clips shrink).
+SPLITS = ("train", "heldout", "all", "grow", "shrink")
 
 # Geometry in pixels at the reference size of 64 px; scaled linearly for other sizes.
 _REF_SIZE = 64
@@ -164,13 +165,22 @@ def label_of(color: str, shape: str, motion: str) -> int:
     return cell * len(MOTIONS) + MOTIONS.index(motion)
 
 
+def split_parts(split: str) -> list[str]:
+    """A split's parts in order ("shrink+train+train" -> ["shrink", "train", "train"]), each one of SPLITS."""
+    parts = split.split("+") if isinstance(split, str) else [split]
+    unknown = [part for part in parts if part not in SPLITS]
+    if unknown:
+        raise ValueError(f"unknown split {split!r}: {', '.join(map(repr, unknown))} is none of "
+                         f"{', '.join(SPLITS)} (parts joined by '+' mix in turn, e.g. 'shrink+train+train')")
+    return parts
+
+
 def combinations(split: str = "all") -> list[tuple[str, str, str]]:
     """The (colour, shape, motion) triples of a split, in label order; a mixed split's: its parts', one part
     after the other."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
-    if "+" in split:
-        return [c for part in split.split("+") for c in combinations(part)]
+    parts = split_parts(split)
+    if len(parts) > 1:
+        return [c for part in parts for c in combinations(part)]
     if split == "shrink":
         return [(c, s, "shrink") for c, s in itertools.product(COLORS, SHAPES)]
     combos = list(itertools.product(COLORS, SHAPES, MOTIONS))
@@ -365,8 +375,7 @@ class SyntheticShapes(Dataset):
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         if captions not in CAPTION_STYLES:
             raise ValueError(f"unknown captions {captions!r}; allowed: {', '.join(CAPTION_STYLES)}")
-        combinations(split)  # validates the name
-        self.parts = [combinations(part) for part in split.split("+")]
+        self.parts = [combinations(part) for part in split_parts(split)]
         self.num_samples, self.num_frames, self.size, self.seed, self.split, self.captions = (
             num_samples, num_frames, size, seed, split, captions)
         render_clip("red", "circle", "left", num_frames=num_frames, size=size)  # fail early on bad sizes

@@ -145,15 +145,16 @@ SYNTHETIC = "synthetic"
 
 def synthetic_spec(spec: str | os.PathLike) -> tuple[str, int | None] | None:
     """`synthetic[:SPLIT[:SEED]]` -> (split, seed or None); None when `spec` names a path."""
-    from latte.data.synthetic import SPLITS
+    from latte.data.synthetic import split_parts
 
     parts = str(spec).split(":")
     if parts[0] != SYNTHETIC or len(parts) > 3:
         return None
     split = parts[1] if len(parts) > 1 else "train"
-    if split not in SPLITS:
-        raise ValueError(f"{spec!r}: unknown split {split!r} of the shapes domain; allowed: {', '.join(SPLITS)} "
-                         "(synthetic[:SPLIT[:SEED]])")
+    try:
+        split_parts(split)
+    except ValueError as e:
+        raise ValueError(f"{spec!r}: {e} (synthetic[:SPLIT[:SEED]])") from None
     if len(parts) == 3 and not parts[2].isdigit():
         raise ValueError(f"{spec!r}: the seed {parts[2]!r} is not a non-negative integer (synthetic[:SPLIT[:SEED]])")
     return split, int(parts[2]) if len(parts) == 3 else None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from latte.data.synthetic import CAPTION_STYLES, SPLITS
+from latte.data.synthetic import CAPTION_STYLES, split_parts
 from latte.diffusion.gaussian import PREDICTION_TYPES
 from latte.outputs import write_file
 
@@ -57,7 +57,7 @@ class DataConfig:
     size: int = 256  # frames are resized (shorter side) and centre-cropped to size x size
     flip: bool = False  # random horizontal flip
     num_samples: int = 64  # synthetic: clips in the data set
-    split: str = "train"  # synthetic: one of latte.data.synthetic.SPLITS ("train", "heldout", "shrink+train", ...)
+    split: str = "train"  # synthetic: latte.data.synthetic.SPLITS, "+" mixes them ("train", "shrink+train", ...)
     synthetic_seed: int = 0
     # synthetic: the caption vocabulary, "basic" (the shipped model's) or "rich" (synonyms, many sentence
     # shapes); a rich model needs a tokenizer and text encoder built on the rich corpus (docs/default_model.md).
@@ -146,7 +146,10 @@ class Config:
         _choice("train.precision", t.precision, PRECISIONS)
         _choice("train.parallel", t.parallel, PARALLEL)
         _choice("train.prediction_type", t.prediction_type, PREDICTION_TYPES)
-        _choice("data.split", d.split, SPLITS)
+        try:
+            split_parts(d.split)
+        except ValueError as e:
+            raise ValueError(f"data.split: {e}") from None
         _choice("data.synthetic_captions", d.synthetic_captions, CAPTION_STYLES)
         # Whole numbers and the least value each allows.
         least = {
