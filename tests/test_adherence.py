@@ -295,6 +295,18 @@ def test_new_motion_drawn_counts_old_videos_that_show_it():
     assert format_new_motion_drawn(rows) == "seen 0 -> 0 of 2, paraphrase 0 -> 2 of 2, old 0 -> 2 of 4"
 
 
+def test_cli_prints_old_videos_drawn_with_the_new_motion(capsys, tmp_path):
+    shrinking = {"split": "shrink", "prompt": "a red circle shrinking", "motion": "shrink"}
+    before = {"videos": [_record("p", 0, True, "paraphrase"), _record("s", 0, True) | shrinking]}
+    after = json.loads(json.dumps(before))
+    after["videos"][0]["read"]["motion"] = "shrink"
+    for name, result in (("before", before), ("after", after)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(result))
+    assert main(["eval", "adherence", "--from", str(tmp_path / "after.json"), "--baseline",
+                 str(tmp_path / "before.json")]) == 0
+    assert "which none of their prompts asks for: paraphrase 0 -> 1 of 1, old 0 -> 1 of 1" in capsys.readouterr().out
+
+
 def test_cli_compares_saved_results(capsys, tmp_path):
     """`--from` reads results instead of generating (repeated: pooled, e.g. two training seeds), `--baseline`
     prints the comparison and keeps it in the --json report; a file that is no result is named in one line."""
