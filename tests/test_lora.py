@@ -387,3 +387,89 @@ def test_concept_config_trains_an_adapter(setup, tmp_path):
     train(cfg)
     config = json.loads((tmp_path / "adapter" / lora.CONFIG_NAME).read_text())
     assert config["r"] == shipped.train.lora.rank and set(config["target_modules"]) == set(shipped.train.lora.targets)
+
+
+def test_new_words_train_export_load_and_unload(setup, tmp_path, capsys):
+    """`train.lora.new_words`: each word gets a piece of its own and a seeded text-encoder row, which the
+    adapter export carries and the fused export builds in. Loaded on the base pipeline the adapter gives the
+    fused folder's video; unloading it gives the base back bit for bit, words included; a word with another row
+    is refused before anything changes."""
+    from safetensors.torch import save_file
+    from transformers import T5EncoderModel, T5Tokenizer
+
+    from latte.cli.main import main
+    from latte.pipelines import LattePipeline
+
+    root, components, pretrained = setup
+    words = ["shrinking", "zorble"]
+    cfg = tiny_config(
+        tmp_path / "run", components, tmp_path / "cache", model={"args": {}, "pretrained": str(pretrained)},
+        data={"split": "shrink+train"},
+        train={"steps": 2, "lr": 3e-2, "lora": {"rank": 4, "alpha": 8, "new_words": words}},
+    )
+    train(cfg)
+    assert main(["export", str(cfg.run_dir), "-o", str(tmp_path / "adapter"), "--lora"]) == 0
+    rows = lora.read_words(tmp_path / "adapter")
+    base_table = T5EncoderModel.from_pretrained(components / "text_encoder").get_input_embeddings().weight
+    width = base_table.shape[1]
+    assert list(rows) == words and all(r.shape == (width,) for r in rows.values())
+    fused = export_run(cfg.run_dir, tmp_path / "fused")
+    tokenizer = T5Tokenizer.from_pretrained(fused / "tokenizer")
+    assert tokenizer.tokenize("a red circle shrinking")[-1] == "\u2581shrinking"
+    table = T5EncoderModel.from_pretrained(fused / "text_encoder").get_input_embeddings().weight
+    assert torch.equal(table[tokenizer.convert_tokens_to_ids("\u2581zorble")], rows["zorble"])
+    assert torch.equal(table[: len(base_table)], base_table)
+
+    prompt = "a red circle shrinking"
+
+    def video(pipe):
+        return pipe(prompt, num_inference_steps=2, video_length=2, output_type="pt",
+                    generator=torch.Generator().manual_seed(0)).frames
+
+    expected = video(LattePipeline.from_pretrained(fused))
+    parts = LattePipeline.from_pretrained(components).components
+    pipe = LattePipeline(**{**parts, "transformer": LatteT2VTransformer.from_pretrained(pretrained)})
+    base, spelled = video(pipe), pipe.tokenizer.tokenize(prompt)
+    assert "\u2581shrinking" not in spelled
+    pipe.load_lora_weights(tmp_path / "adapter")
+    assert (video(pipe) - expected).abs().max() < 1e-4 < (base - expected).abs().max()
+    pipe.load_lora_weights(tmp_path / "adapter", adapter_name="again")  # the same words and rows: accepted
+    assert len(pipe.tokenizer) == len(tokenizer)
+
+    other = tmp_path / "other"
+    shutil.copytree(tmp_path / "adapter", other)
+    save_file({w: r + 1 for w, r in rows.items()}, str(other / lora.WORDS_NAME))
+    with pytest.raises(ValueError, match="already has the word 'shrinking' with another embedding row"):
+        pipe.load_lora_weights(other, adapter_name="other")
+    assert set(pipe.transformer.peft_config) == {"adapter", "again"}  # nothing changed
+
+    pipe.unload_lora_weights()
+    assert pipe.tokenizer.tokenize(prompt) == spelled and torch.equal(video(pipe), base)
+
+    cfg = tiny_config(tmp_path / "bad", components, tmp_path / "cache2",
+                      model={"args": {}, "pretrained": str(pretrained)},
+                      train={"lora": {"rank": 4, "new_words": ["Big Words"]}})
+    with pytest.raises(ValueError, match="new word 'Big Words' must be one lower-case word without spaces"):
+        train(cfg)
+    with pytest.raises(ValueError, match=r"train.lora.new_words needs a LoRA run"):
+        tiny_config(tmp_path / "bad", components, tmp_path / "cache2", train={"lora": {"new_words": ["zorble"]}})
+
+
+def test_new_words_take_the_spare_rows_of_a_larger_table_and_give_them_back(setup):
+    """T5-XXL's embedding table has rows past its tokenizer's pieces: new words use those before the table grows,
+    and unloading restores them."""
+    from latte.models.text_encoder import add_words, draw_word_rows, load_text_components
+
+    _, components, _ = setup
+    tokenizer, encoder = load_text_components(components)
+    pieces = len(tokenizer)
+    encoder.resize_token_embeddings(pieces + 3, mean_resizing=False)
+    before = encoder.get_input_embeddings().weight.detach().clone()
+    rows = draw_word_rows(encoder, ["zorble", "quux"])
+    assert add_words(tokenizer, encoder, rows) == ["zorble", "quux"]
+    after = encoder.get_input_embeddings().weight
+    assert after.shape == before.shape and torch.equal(after[:pieces], before[:pieces])
+    assert torch.equal(after[pieces + 1], rows["quux"]) and torch.equal(after[pieces + 2], before[pieces + 2])
+    assert add_words(tokenizer, encoder, rows) == []  # already there with the same rows
+    with pytest.raises(ValueError, match=r"new word 'x' has an embedding row of shape \(3,\)"):
+        add_words(tokenizer, encoder, {"x": torch.zeros(3)})

@@ -7,7 +7,10 @@ spatial blocks), so an adapter needs no key mapping: the same folder loads on ou
 
 An adapter folder is peft's own format: `adapter_config.json` (a `peft.LoraConfig`) and
 `adapter_model.safetensors` with keys `base_model.model.<module>.lora_A.weight` / `.lora_B.weight`. Keys
-without the `base_model.model.` prefix (diffusers' `save_lora_adapter` layout) load too.
+without the `base_model.model.` prefix (diffusers' `save_lora_adapter` layout) load too. An adapter trained with
+new words (`train.lora.new_words`) also holds `new_words.safetensors`: each word's text-encoder embedding row,
+keyed by the word, which `LattePipeline.load_lora_weights` adds to the tokenizer and text encoder
+(`latte.models.text_encoder.add_words`); peft knows nothing of it.
 """
 
 import logging
@@ -23,6 +26,7 @@ ATTENTION_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # both block kinds; pe
 FEED_FORWARD_TARGETS = ("ff.net.0.proj", "ff.net.2")
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
+WORDS_NAME = "new_words.safetensors"
 PEFT_PREFIX = "base_model.model."  # what PeftModel puts before the module names
 _SUFFIXES = (".lora_A.weight", ".lora_B.weight")
 
@@ -75,13 +79,18 @@ def adapter_state_dict(model: nn.Module, adapter_name: str = "default") -> dict[
     return get_peft_model_state_dict(model, adapter_name=adapter_name, save_embedding_layers=False)
 
 
-def save_adapter(folder: Path, config, weights: dict[str, torch.Tensor]) -> None:
-    """Write `weights` (as `adapter_state_dict` gives them) and `config` into `folder` in peft's format; the
-    caller creates the folder (by the output rule, `latte.outputs.write_folder`)."""
+def save_adapter(
+    folder: Path, config, weights: dict[str, torch.Tensor], words: dict[str, torch.Tensor] | None = None
+) -> None:
+    """Write `weights` (as `adapter_state_dict` gives them) and `config` into `folder` in peft's format, and the
+    new words' embedding rows if any; the caller creates the folder (by the output rule,
+    `latte.outputs.write_folder`)."""
     from latte.models.io import save_weights
 
     config.save_pretrained(str(folder))
     save_weights({PEFT_PREFIX + key: value for key, value in weights.items()}, folder, WEIGHTS_NAME)
+    if words:
+        save_weights(words, folder, WORDS_NAME)
 
 
 def read_adapter(path: str | os.PathLike):
@@ -99,6 +108,19 @@ def read_adapter(path: str | os.PathLike):
         raise ValueError(f"{path / CONFIG_NAME} is not a peft LoRA config: {err}") from err
     weights = {key.removeprefix(PEFT_PREFIX): value for key, value in load_file(str(path / WEIGHTS_NAME)).items()}
     return config, weights
+
+
+def read_words(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """An adapter folder's new words and their embedding rows ({} for none)."""
+    from safetensors.torch import load_file
+
+    file = Path(path) / WORDS_NAME
+    if not file.is_file():
+        return {}
+    try:
+        return load_file(str(file))
+    except Exception as err:  # safetensors raises its own error types for a bad file
+        raise ValueError(f"{file} is not a safetensors file of word embeddings: {err}") from err
 
 
 def check_adapter_fits(model: nn.Module, config, weights: dict[str, torch.Tensor], source) -> None:

@@ -5,6 +5,7 @@ The prompt preprocessing follows diffusers' `LattePipeline` without the optional
 lower-case and strip, pad/truncate to exactly `max_length` tokens with the closing `</s>`.
 """
 
+import json
 import logging
 import os
 from collections.abc import Iterable
@@ -22,6 +23,7 @@ TOKENIZER_CLASSES = ("T5Tokenizer", "T5TokenizerFast")
 TEXT_ENCODER_WEIGHTS = "model.safetensors"  # transformers' weights file name
 # T5's fixed special ids; the sentencepiece model we train uses the same layout so T5Tokenizer reads it as is.
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
+NEW_WORD_SEED = 1234  # the generator of new words' embedding rows (`draw_word_rows`)
 
 
 def preprocess_prompt(prompt: str) -> str:
@@ -87,6 +89,79 @@ def load_text_encoder(
         return model.eval()
     except Exception as err:  # transformers raises many types (OSError, SafetensorError, ...) for a bad file
         raise ValueError(f"cannot load the text encoder in {folder}: {' '.join(str(err).split())}") from err
+
+
+def draw_word_rows(text_encoder, words: Iterable[str]) -> dict[str, torch.Tensor]:
+    """Embedding rows for `words`, new to `text_encoder`: drawn in order from a fixed seed, with the spread of
+    its own rows. The shipped encoder is itself random and frozen, so a new random row means as much as its
+    old ones: the transformer (a LoRA) learns what its features stand for, as it learnt theirs."""
+    words = list(words)
+    table = text_encoder.get_input_embeddings().weight.detach()
+    generator = torch.Generator().manual_seed(NEW_WORD_SEED)
+    rows = torch.randn(len(words), table.shape[1], generator=generator) * table.float().std()
+    return {word: row.to(table.dtype) for word, row in zip(words, rows, strict=True)}
+
+
+def words_to_add(tokenizer, text_encoder, rows: dict[str, torch.Tensor]) -> list[str]:
+    """The words of `rows` that `add_words` would add, after checking them all (one-line errors, nothing
+    changed): each must be one lower-case word of a sentencepiece unigram tokenizer (T5's), with a row of the
+    encoder's width, and new to the tokenizer unless it already has this very row (another adapter's)."""
+    model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    if model["type"] != "Unigram":
+        raise ValueError(f"new words need a sentencepiece unigram tokenizer (T5's); this one is {model['type']}")
+    table = text_encoder.get_input_embeddings().weight
+    vocab = tokenizer.get_vocab()
+    new = []
+    for word, row in rows.items():
+        if not word or word != preprocess_prompt(word) or any(c.isspace() for c in word):
+            raise ValueError(f"new word {word!r} must be one lower-case word without spaces")
+        if tuple(row.shape) != (table.shape[1],):
+            raise ValueError(
+                f"new word {word!r} has an embedding row of shape {tuple(row.shape)}; this text encoder's "
+                f"rows have {table.shape[1]} values"
+            )
+        known = vocab.get("\u2581" + word)
+        if known is None:
+            new.append(word)
+        elif not torch.equal(table[known].detach().cpu(), row.to(table.dtype)):
+            raise ValueError(
+                f"the tokenizer already has the word {word!r} with another embedding row: an adapter's new "
+                "words must be new to the model, or the same as those of an adapter already loaded"
+            )
+    return new
+
+
+def add_words(tokenizer, text_encoder, rows: dict[str, torch.Tensor]) -> list[str]:
+    """Give each word of `rows` a piece of its own in `tokenizer` and `rows[word]` as its embedding row in
+    `text_encoder`, in place (after `words_to_add`'s checks); returns the words added.
+
+    A word the tokenizer lacks is otherwise spelled in pieces, most often single letters that every such word
+    shares, so a LoRA taught one spelled word reads others as it (docs/training.md, section 14). The new piece
+    is as likely as the tokenizer's likeliest one, so the whole word always wins over its spellings."""
+    from tokenizers import Tokenizer
+
+    new = words_to_add(tokenizer, text_encoder, rows)
+    if not new:
+        return []
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    pieces = spec["model"]["vocab"]
+    special = set(tokenizer.all_special_tokens)
+    score = max(s for piece, s in pieces if piece not in special)
+    pieces += [["\u2581" + word, score] for word in new]
+    # transformers' tokenizers-backed classes keep the Rust tokenizer here and read every id from it.
+    tokenizer._tokenizer = Tokenizer.from_str(json.dumps(spec))
+    for word in new:
+        if tokenizer.tokenize(word) != ["\u2581" + word]:
+            raise ValueError(f"new word {word!r} is still split by the tokenizer: {tokenizer.tokenize(word)}")
+    # T5-XXL's table has spare rows past its 32100 pieces: new ids take those before the table grows.
+    if len(tokenizer) > text_encoder.get_input_embeddings().weight.shape[0]:
+        text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    with torch.no_grad():
+        table = text_encoder.get_input_embeddings().weight
+        for word in new:
+            table[tokenizer.convert_tokens_to_ids("\u2581" + word)] = rows[word].to(table)
+    logger.info("added %d new words to the tokenizer: %s", len(new), ", ".join(new))
+    return new
 
 
 @torch.no_grad()

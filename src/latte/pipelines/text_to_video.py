@@ -152,6 +152,8 @@ class LattePipeline:
         self._offload_device: torch.device | None = None
         self._sequential: SequentialOffload | None = None
         self._negative_cache: dict = {}  # (encoder id, text, length, device) -> (1, L, Ct) negative embedding
+        # Before an adapter's new words: (Rust tokenizer, embedding rows, the spare rows new ids took over).
+        self._base_vocabulary: tuple | None = None
         self._interrupt = False
         self._num_timesteps = 0
 
@@ -406,10 +408,22 @@ class LattePipeline:
         self, path: str | os.PathLike, adapter_name: str | None = None, scale: float = 1.0
     ) -> None:
         """Load a LoRA adapter folder (peft's format, as `latte export --lora` writes) onto the transformer, active
-        with weight `scale` beside the adapters already loaded; `adapter_name` defaults to the folder's name."""
-        from latte.models.lora import load_adapter
+        with weight `scale` beside the adapters already loaded; `adapter_name` defaults to the folder's name. An
+        adapter trained with new words also adds them to the tokenizer and text encoder. Checked first: nothing
+        changes when it does not fit."""
+        from latte.models.lora import check_adapter_fits, load_adapter, read_adapter, read_words
+        from latte.models.text_encoder import add_words, words_to_add
 
-        load_adapter(_unwrap(self.transformer), path, adapter_name or Path(path).name, scale)
+        model = _unwrap(self.transformer)
+        check_adapter_fits(model, *read_adapter(path), path)
+        words = read_words(path)
+        if words_to_add(self.tokenizer, self.text_encoder, words) and self._base_vocabulary is None:
+            table = self.text_encoder.get_input_embeddings().weight
+            spare = table[len(self.tokenizer):].detach().clone()
+            self._base_vocabulary = (self.tokenizer.backend_tokenizer, table.shape[0], spare)
+        load_adapter(model, path, adapter_name or Path(path).name, scale)
+        if add_words(self.tokenizer, self.text_encoder, words):
+            self._negative_cache.clear()
 
     def set_adapters(self, adapter_names: str | list[str], adapter_weights: float | list[float] | None = None):
         """Make these adapters the active ones, with these weights (default: as loaded)."""
@@ -431,11 +445,26 @@ class LattePipeline:
         unfuse(_unwrap(self.transformer))
 
     def unload_lora_weights(self) -> None:
-        """Remove every adapter: the transformer is the base model again, bit for bit, or after `fuse_lora` a
-        plain model with the fused adapters built in."""
-        from latte.models.lora import unload
+        """Remove every adapter: the transformer is the base model again, bit for bit, and the tokenizer and text
+        encoder lose the adapters' new words; or, after `fuse_lora`, a plain model with the fused adapters (and
+        their words) built in."""
+        from latte.models.lora import lora_layers, unload
 
-        unload(_unwrap(self.transformer))
+        model = _unwrap(self.transformer)
+        fused = any(layer.merged for layer in lora_layers(model))
+        unload(model)
+        if self._base_vocabulary is not None and not fused:  # fused adapters still read their new words
+            self._remove_new_words()
+        self._base_vocabulary = None
+
+    def _remove_new_words(self) -> None:
+        """The tokenizer and text encoder as they were before an adapter added words."""
+        tokenizer, size, spare = self._base_vocabulary
+        self.tokenizer._tokenizer = tokenizer  # see latte.models.text_encoder.add_words
+        self.text_encoder.resize_token_embeddings(size, mean_resizing=False)
+        with torch.no_grad():
+            self.text_encoder.get_input_embeddings().weight[size - len(spare):] = spare
+        self._negative_cache.clear()
 
     # ------------------------------------------------------------------ text
     def encode_prompt(

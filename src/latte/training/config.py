@@ -80,6 +80,9 @@ class LoraSettings:
     # Module name suffixes to adapt: the attention projections of both block kinds; add "ff.net.0.proj" and
     # "ff.net.2" for the feed-forward layers too.
     targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+    # Words of the captions the tokenizer lacks, each given a piece of its own and a new (seeded random, frozen)
+    # text-encoder row, which the adapter learns to read; `latte export --lora` ships the rows with it.
+    new_words: tuple[str, ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -202,6 +205,10 @@ class Config:
             _check("train.lora.alpha", lora.alpha, 0 < lora.alpha < math.inf, "a finite number > 0, or null")
         _check("train.lora.dropout", lora.dropout, 0 <= lora.dropout < 1, "in [0, 1)")
         _check("train.lora.targets", list(lora.targets), len(lora.targets) > 0, "a non-empty list of module names")
+        if lora.new_words and not lora.enabled:
+            raise ValueError("train.lora.new_words needs a LoRA run (train.lora.rank > 0)")
+        _check("train.lora.new_words", list(lora.new_words), len(set(lora.new_words)) == len(lora.new_words),
+               "a list of distinct words")
         if lora.enabled and (m.type != "t2v" or not m.pretrained):
             raise ValueError(
                 "train.lora adapts a pretrained text-to-video model: it needs model.type=t2v and model.pretrained "

@@ -21,7 +21,7 @@ from latte.outputs import check_folder_target, write_folder
 from latte.pipelines.defaults import FOLDER_DEFAULTS_KEY
 from latte.training.checkpoint import CHECKPOINT_DIR, load_latest
 from latte.training.config import config_from_dict
-from latte.training.model import build_model
+from latte.training.model import build_model, load_text
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +89,13 @@ def export_run(
 
         apply_lora(model, cfg).load_state_dict(weights, strict=False)
         if lora:
-            adapter = adapter_state_dict(model)
-            output = write_folder(output, lambda folder: save_adapter(folder, run_lora_config(cfg), adapter), overwrite)
+            adapter, words = adapter_state_dict(model), None
+            if cfg.train.lora.new_words:
+                from latte.models.text_encoder import draw_word_rows, load_text_components
+
+                words = draw_word_rows(load_text_components(cfg.components)[1], cfg.train.lora.new_words)
+            write = partial(save_adapter, config=run_lora_config(cfg), weights=adapter, words=words)
+            output = write_folder(output, write, overwrite)
             logger.info("exported the LoRA adapter of %s (step %d) to %s", checkpoint, state["step"], output)
             return output
         fuse(model)
@@ -104,7 +109,8 @@ def export_run(
             "VAE (and text encoder) the model folder needs"
         )
     if cfg.model.type == "t2v":
-        write = partial(_write_text_to_video, defaults=_generation_defaults(cfg.model.pretrained))
+        text = dict(zip(("tokenizer", "text_encoder"), load_text(cfg), strict=True)) if cfg.train.lora.new_words else {}
+        write = partial(_write_text_to_video, defaults=_generation_defaults(cfg.model.pretrained), text=text)
     else:
         write = _write_class
     write_folder(output, lambda folder: write(model, components, folder, cfg.train.prediction_type), overwrite)
@@ -152,11 +158,17 @@ def _generation_defaults(pretrained: str | None) -> dict | None:
     return read_json(index).get(FOLDER_DEFAULTS_KEY)
 
 
-def _write_text_to_video(model, components: Path, folder: Path, prediction_type: str, defaults: dict | None) -> None:
+def _write_text_to_video(
+    model, components: Path, folder: Path, prediction_type: str, defaults: dict | None, text: dict
+) -> None:
+    """The model folder; `text` ({"tokenizer": ..., "text_encoder": ...} with the run's new words) replaces the
+    components' own."""
     model.save_pretrained(folder / "transformer")
     for name in COMPONENTS:
         if name == "scheduler":
             write_json(folder / name / "scheduler_config.json", scheduler_config(components, prediction_type))
+        elif name in text:
+            text[name].save_pretrained(str(folder / name))
         elif (components / name).is_dir():
             shutil.copytree(components / name, folder / name)
         else:

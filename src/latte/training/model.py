@@ -21,11 +21,18 @@ def load_frozen(cfg: Config, device: torch.device):
     vae = load_vae(Path(cfg.components) / "vae").to(device)
     text = None
     if cfg.model.type == "t2v":
-        from latte.models.text_encoder import load_text_components
-
-        tokenizer, encoder = load_text_components(cfg.components)
+        tokenizer, encoder = load_text(cfg)
         text = (tokenizer, encoder.to(device))
     return vae, text
+
+
+def load_text(cfg: Config):
+    """The tokenizer and text encoder from `cfg.components`, with the run's new words (`train.lora.new_words`)."""
+    from latte.models.text_encoder import add_words, draw_word_rows, load_text_components
+
+    tokenizer, encoder = load_text_components(cfg.components)
+    add_words(tokenizer, encoder, draw_word_rows(encoder, cfg.train.lora.new_words))
+    return tokenizer, encoder
 
 
 def build_model(cfg: Config, latent_shape: list[int], text_dim: int | None) -> nn.Module:

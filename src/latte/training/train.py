@@ -213,7 +213,10 @@ def cache_fingerprint(cfg: Config) -> dict:
         k: v for k, v in cfg.to_dict()["data"].items() if k not in ("use_cache", "cache_dir", "num_workers")
     }
     components = str(Path(cfg.components).resolve()) if cfg.components else None
-    return {"data": data, "components": components, "text": cfg.model.type == "t2v"}
+    fingerprint = {"data": data, "components": components, "text": cfg.model.type == "t2v"}
+    if cfg.train.lora.new_words:  # they change how captions are encoded
+        fingerprint["new_words"] = list(cfg.train.lora.new_words)
+    return fingerprint
 
 
 def prepare_cache(cfg: Config, ranks: Dist, device: torch.device) -> LatentCache:
@@ -244,6 +247,8 @@ def prepare_cache(cfg: Config, ranks: Dist, device: torch.device) -> LatentCache
         changed = sorted(
             k for k in fingerprint["data"] if found.get("data", {}).get(k) != fingerprint["data"][k]
         )
+        if found.get("new_words") != fingerprint.get("new_words"):
+            changed.append("train.lora.new_words")
         what = ", ".join(changed) or "the components"
         raise ValueError(
             f"the latent cache in {folder} was built for other settings ({what} differ); "
