@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from diffusers import LattePipeline as DiffusersLattePipeline
 from diffusers import LatteTransformer3DModel
 
 from latte import LatteT2VConfig, LatteT2VTransformer
@@ -426,7 +427,14 @@ def test_new_words_train_export_load_and_unload(setup, tmp_path, capsys):
         return pipe(prompt, num_inference_steps=2, video_length=2, output_type="pt",
                     generator=torch.Generator().manual_seed(0)).frames
 
-    expected = video(LattePipeline.from_pretrained(fused))
+    fused_pipe = LattePipeline.from_pretrained(fused)
+    expected = video(fused_pipe)
+    # diffusers' pipeline loads the fused folder's tokenizer and text encoder with the words in them.
+    theirs = DiffusersLattePipeline.from_pretrained(fused)
+    assert theirs.tokenizer.tokenize(prompt) == fused_pipe.tokenizer.tokenize(prompt)
+    embeds = theirs.encode_prompt(prompt, do_classifier_free_guidance=False, clean_caption=False)[0]
+    ours_embeds = fused_pipe.encode_prompt(prompt, do_classifier_free_guidance=False)[0]
+    assert embeds.shape == ours_embeds.shape and (embeds - ours_embeds).abs().max() < 1e-6  # fp32 rounding
     parts = LattePipeline.from_pretrained(components).components
     pipe = LattePipeline(**{**parts, "transformer": LatteT2VTransformer.from_pretrained(pretrained)})
     base, spelled = video(pipe), pipe.tokenizer.tokenize(prompt)

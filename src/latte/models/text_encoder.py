@@ -148,11 +148,13 @@ def add_words(tokenizer, text_encoder, rows: dict[str, torch.Tensor]) -> list[st
     special = set(tokenizer.all_special_tokens)
     score = max(s for piece, s in pieces if piece not in special)
     pieces += [["\u2581" + word, score] for word in new]
-    # transformers' tokenizers-backed classes keep the Rust tokenizer here and read every id from it.
-    tokenizer._tokenizer = Tokenizer.from_str(json.dumps(spec))
+    backend = Tokenizer.from_str(json.dumps(spec))
     for word in new:
-        if tokenizer.tokenize(word) != ["\u2581" + word]:
-            raise ValueError(f"new word {word!r} is still split by the tokenizer: {tokenizer.tokenize(word)}")
+        pieces = backend.encode(word, add_special_tokens=False).tokens
+        if pieces != ["\u2581" + word]:
+            raise ValueError(f"new word {word!r} is still split by the tokenizer (its normaliser?): {pieces}")
+    # transformers' tokenizers-backed classes keep the Rust tokenizer here and read every id from it.
+    tokenizer._tokenizer = backend
     # T5-XXL's table has spare rows past its 32100 pieces: new ids take those before the table grows.
     if len(tokenizer) > text_encoder.get_input_embeddings().weight.shape[0]:
         text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
