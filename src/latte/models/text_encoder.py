@@ -106,6 +106,8 @@ def words_to_add(tokenizer, text_encoder, rows: dict[str, torch.Tensor]) -> list
     """The words of `rows` that `add_words` would add, after checking them all (one-line errors, nothing
     changed): each must be one lower-case word of a sentencepiece unigram tokenizer (T5's), with a row of the
     encoder's width, and new to the tokenizer unless it already has this very row (another adapter's)."""
+    if not rows:
+        return []
     model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
     if model["type"] != "Unigram":
         raise ValueError(f"new words need a sentencepiece unigram tokenizer (T5's); this one is {model['type']}")
@@ -150,9 +152,9 @@ def add_words(tokenizer, text_encoder, rows: dict[str, torch.Tensor]) -> list[st
     pieces += [["\u2581" + word, score] for word in new]
     backend = Tokenizer.from_str(json.dumps(spec))
     for word in new:
-        pieces = backend.encode(word, add_special_tokens=False).tokens
-        if pieces != ["\u2581" + word]:
-            raise ValueError(f"new word {word!r} is still split by the tokenizer (its normaliser?): {pieces}")
+        split = backend.encode(word, add_special_tokens=False).tokens
+        if split != ["\u2581" + word]:
+            raise ValueError(f"new word {word!r} is still split by the tokenizer (its normaliser?): {split}")
     # transformers' tokenizers-backed classes keep the Rust tokenizer here and read every id from it.
     tokenizer._tokenizer = backend
     # T5-XXL's table has spare rows past its 32100 pieces: new ids take those before the table grows.
