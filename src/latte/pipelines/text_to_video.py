@@ -411,18 +411,18 @@ class LattePipeline:
         with weight `scale` beside the adapters already loaded; `adapter_name` defaults to the folder's name. An
         adapter trained with new words also adds them to the tokenizer and text encoder. Checked first: nothing
         changes when it does not fit."""
-        from latte.models.lora import check_adapter_fits, load_adapter, read_adapter, read_words
+        from latte.models.lora import load_adapter, read_words
         from latte.models.text_encoder import add_words, words_to_add
 
-        model = _unwrap(self.transformer)
-        check_adapter_fits(model, *read_adapter(path), path)
         words = read_words(path)
-        if words_to_add(self.tokenizer, self.text_encoder, words) and self._base_vocabulary is None:
-            table = self.text_encoder.get_input_embeddings().weight
-            spare = table[len(self.tokenizer):].detach().clone()
-            self._base_vocabulary = (self.tokenizer.backend_tokenizer, table.shape[0], spare)
-        load_adapter(model, path, adapter_name or Path(path).name, scale)
-        if add_words(self.tokenizer, self.text_encoder, words):
+        new = words_to_add(self.tokenizer, self.text_encoder, words)  # checks the words, changes nothing
+        load_adapter(_unwrap(self.transformer), path, adapter_name or Path(path).name, scale)  # checks, then loads
+        if new:
+            if self._base_vocabulary is None:
+                table = self.text_encoder.get_input_embeddings().weight
+                spare = table[len(self.tokenizer):].detach().clone()
+                self._base_vocabulary = (self.tokenizer.backend_tokenizer, table.shape[0], spare)
+            add_words(self.tokenizer, self.text_encoder, words)
             self._negative_cache.clear()
 
     def set_adapters(self, adapter_names: str | list[str], adapter_weights: float | list[float] | None = None):
